@@ -1,0 +1,31 @@
+# `make run`: set up .venv and run the main job on the local device (GPU if there is one, else CPU).
+# `make test`: set up .venv and run the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+comma := ,
+# The cupy extra that matches the NVIDIA driver (CUDA 13 drivers report 13.x), none without nvidia-smi.
+CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
+EXTRAS := test$(if $(filter 12,$(CUDA_MAJOR)),$(comma)cuda12)$(if $(filter 13 14 15,$(CUDA_MAJOR)),$(comma)cuda13)
+
+.PHONY: run test quick clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/gpuroof run
+
+quick: $(STAMP)
+	$(VENV)/bin/gpuroof run --quick
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,104 @@
+"""The backend interface: a few blocking calls that the sweep and the workloads share.
+
+A backend is chosen once (`gpuroof.backends.get_backend`) and owns its device, its array module and
+its timer. Every call that launches work returns only when the work is done (BabelStream's rule),
+so host-side code never has to think about asynchrony.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+#: The sweep kernel's constants, passed as kernel arguments so the compiler cannot fold them.
+#: With a = -1 every FMA v*a + b is exact in every dtype, so the closed form is exact too:
+#: after K FMAs, v = x when K is even and v = b - x when K is odd.
+SWEEP_A = -1.0
+SWEEP_B = 3.0
+
+VARIANTS = ("ro", "rw")  # read-only (one small write per thread) and read-write (out[i] = f(x[i]))
+
+#: Bytes per element of each dtype the sweep knows.
+ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def sweep_input(index: np.ndarray) -> np.ndarray:
+    """The sweep's input value for element `index`: real, non-zero, exact in every dtype (≤ 30.5)."""
+    return ((index * 37) % 61 + 1) * 0.5
+
+
+@dataclass
+class SweepBuffers:
+    """Device arrays of one dtype: input `x`, output `out` (rw) and per-thread `partial` sums (ro)."""
+
+    dtype: str
+    x: Any
+    out: Any
+    partial: Any
+    elements: int  # size of x and out
+    granule: int  # elements processed must be a multiple of this
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One prepared sweep launch: `run()` blocks until done; the counts describe exactly that work."""
+
+    run: Callable[[], None]
+    elements: int
+    partial_elements: int  # per-thread partial sums written by the read-only variant
+    partial_itemsize: int
+
+
+class Backend:
+    """Interface; see cpu.py and cuda.py."""
+
+    name: str = "base"
+    xp: Any = np  # array module (numpy or cupy)
+
+    def device_info(self) -> dict:  # name, index, and what the theoretical peaks need
+        raise NotImplementedError
+
+    def dtypes(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def cache_bytes(self) -> int:
+        """Size of the last-level cache: DRAM points need working sets many times larger."""
+        raise NotImplementedError
+
+    def free_memory_bytes(self) -> int:
+        raise NotImplementedError
+
+    def default_buffer_bytes(self) -> int:
+        raise NotImplementedError
+
+    def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
+        raise NotImplementedError
+
+    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int) -> Launch:
+        raise NotImplementedError
+
+    def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
+             budget_s: float) -> np.ndarray:
+        """Seconds of each repetition of `fn` after `warmup` calls, repeated until `budget_s`."""
+        raise NotImplementedError
+
+    def as_float64(self, arr: Any, dtype: str) -> Any:
+        """`arr` (stored as `dtype`) as float64, on the backend's own array module."""
+        raise NotImplementedError
+
+    def telemetry_source(self) -> Callable[[], dict]:
+        """A callable returning one telemetry sample (clocks, power, temperature, ...)."""
+        raise NotImplementedError
+
+    def theoretical(self, sm_clock_mhz: float | None, mem_clock_mhz: float | None) -> dict:
+        """{'compute': {dtype: FLOP/s or None}, 'bandwidth': {'dram': B/s or None}} at these clocks."""
+        raise NotImplementedError
+
+    def max_clocks(self) -> tuple[float | None, float | None]:
+        """(SM or core MHz, memory MHz) at their maximum, None where unknown."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

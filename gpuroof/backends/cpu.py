@@ -1,0 +1,289 @@
+"""The CPU backend: numba kernels with the sweep semantics of kernels/sweep.cu, perf_counter timing."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gpuroof.backends.base import ITEMSIZE, Backend, Launch, SweepBuffers, sweep_input
+from gpuroof.errors import UsageError
+
+SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def parse_size(text: str) -> int:
+    """'32K' / '2048K' / '32 MiB' (as sysfs and lscpu write them) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
+
+def cpu_caches(root: Path = SYS_CPU) -> list[dict]:
+    """Data and unified caches of cpu0 from sysfs: level, size in bytes, CPUs sharing each instance."""
+    caches = []
+    for d in sorted((root / "cpu0" / "cache").glob("index*")):
+        kind = _read(d / "type")
+        size = _read(d / "size")
+        if kind not in ("Data", "Unified") or not size:
+            continue
+        shared = _read(d / "shared_cpu_list") or "0"
+        caches.append({
+            "level": int(_read(d / "level") or 0),
+            "type": kind,
+            "size_bytes": parse_size(size),
+            "shared_cpu_list": shared,
+            "shared_by_cpus": len(_expand_cpu_list(shared)),
+        })
+    return caches
+
+
+def _expand_cpu_list(text: str) -> list[int]:
+    cpus: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """Model, vendor, family, flags, per-CPU MHz and physical core count from /proc/cpuinfo text."""
+    procs = [dict(re.findall(r"^([^\t:]+?)\s*:\s*(.*)$", block, re.MULTILINE))
+             for block in text.strip().split("\n\n") if block.strip()]
+    if not procs:
+        return {}
+    first = procs[0]
+    cores = {(p.get("physical id", "0"), p.get("core id", str(i))) for i, p in enumerate(procs)}
+    mhz = [float(p["cpu MHz"]) for p in procs if "cpu MHz" in p]
+    return {
+        "model": first.get("model name"),
+        "vendor": first.get("vendor_id"),
+        "family": int(first["cpu family"]) if "cpu family" in first else None,
+        "model_number": int(first["model"]) if first.get("model", "").isdigit() else None,
+        "flags": first.get("flags", "").split(),
+        "logical_cpus": len(procs),
+        "physical_cores": len(cores),
+        "mhz": mhz,
+    }
+
+
+def vector_unit(vendor: str | None, family: int | None, flags: list[str]) -> tuple[int, int] | None:
+    """(vector width in bits that one FMA pipe processes per cycle, FMA pipes per core), or None.
+
+    Only what the instruction-set flags and the vendor's family number settle is answered: the port
+    count of an AVX-512 Intel part differs between SKUs (one or two FMA units), so it is unknown.
+    """
+    f = set(flags)
+    if "fma" not in f:
+        return None
+    if vendor == "AuthenticAMD":
+        if family == 0x1A and "avx512f" in f:  # Zen 5: native 512-bit datapath, two FMA pipes
+            return 512, 2
+        if family in (0x17, 0x19) and "avx2" in f:  # Zen 2/3/4: 256-bit pipes (Zen 4 double-pumps 512)
+            return 256, 2
+        return None
+    if vendor == "GenuineIntel" and "avx2" in f and "avx512f" not in f:
+        return 256, 2  # Haswell and later client/server parts without AVX-512: two 256-bit FMA ports
+    return None
+
+
+def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:
+    """cores × SIMD lanes × FMA pipes × 2 × clock, per dtype; None where not knowable."""
+    unit = vector_unit(facts.get("vendor"), facts.get("family"), facts.get("flags", []))
+    compute: dict[str, float | None] = {}
+    for dtype in ("float64", "float32"):
+        if unit is None or not clock_mhz:
+            compute[dtype] = None
+            continue
+        width, pipes = unit
+        lanes = width // (8 * ITEMSIZE[dtype])
+        compute[dtype] = facts["cores_used"] * lanes * pipes * 2 * clock_mhz * 1e6
+    return {"compute": compute, "bandwidth": {"dram": None}}  # DIMM speed and channels: not visible
+
+
+def _meminfo_available() -> int:
+    text = _read(Path("/proc/meminfo")) or ""
+    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+class CpuTelemetry:
+    """Per-core MHz (median, min, max over CPUs) and load from /proc; no power or temperature here."""
+
+    def __init__(self) -> None:
+        self._last = self._stat()
+
+    @staticmethod
+    def _stat() -> tuple[int, int] | None:
+        line = (_read(Path("/proc/stat")) or "").split("\n", 1)[0].split()
+        if not line or line[0] != "cpu":
+            return None
+        vals = [int(v) for v in line[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    def __call__(self) -> dict:
+        mhz = re.findall(r"^cpu MHz\s*:\s*([\d.]+)", _read(Path("/proc/cpuinfo")) or "", re.MULTILINE)
+        now = self._stat()
+        load = None
+        if now and self._last and now[0] > self._last[0]:
+            total, idle = now[0] - self._last[0], now[1] - self._last[1]
+            load = 100.0 * (1 - idle / total)
+        self._last = now
+        f = np.array([float(v) for v in mhz]) if mhz else None
+        return {
+            "sm_clock_mhz": float(np.median(f)) if f is not None else None,
+            "core_clock_min_mhz": float(f.min()) if f is not None else None,
+            "core_clock_max_mhz": float(f.max()) if f is not None else None,
+            "mem_clock_mhz": None,
+            "power_w": None,
+            "temperature_c": None,
+            "clock_event_reasons": None,
+            "load_pct": load,
+        }
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    xp = np
+
+    def __init__(self, device_index: int = 0):
+        if device_index != 0:
+            raise UsageError(f"--device {device_index}: the cpu backend has one device (allowed: 0 or all)")
+        import numba  # imported here so that `gpuroof info` on a GPU node does not pay for it
+
+        from gpuroof.backends import _cpu_kernels
+
+        self._k = _cpu_kernels
+        self.threads = numba.get_num_threads()
+        self.facts = parse_cpuinfo(_read(Path("/proc/cpuinfo")) or "")
+        self.facts["cores_used"] = min(self.threads, self.facts.get("physical_cores") or self.threads)
+        self.caches = cpu_caches()
+        self._numba_version = numba.__version__
+
+    def device_info(self) -> dict:
+        max_mhz = self.max_clocks()[0]
+        unit = vector_unit(self.facts.get("vendor"), self.facts.get("family"), self.facts.get("flags", []))
+        return {
+            "name": self.facts.get("model") or platform.processor() or "cpu",
+            "index": 0,
+            "vendor": self.facts.get("vendor"),
+            "family": self.facts.get("family"),
+            "model_number": self.facts.get("model_number"),
+            "logical_cpus": self.facts.get("logical_cpus"),
+            "physical_cores": self.facts.get("physical_cores"),
+            "cores_used": self.facts["cores_used"],
+            "threads": self.threads,
+            "vector_unit": None if unit is None else {"width_bits": unit[0], "fma_pipes": unit[1]},
+            "isa": [f for f in ("avx512f", "avx2", "fma", "avx", "sse2", "neon", "asimd")
+                    if f in self.facts.get("flags", [])],
+            "caches": self.caches,
+            "llc_bytes": self.cache_bytes(),
+            "max_clock_mhz": max_mhz,
+            "nominal_clock_mhz": max(self.facts["mhz"]) if self.facts.get("mhz") else None,
+            "memory_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "numba": self._numba_version,
+        }
+
+    def dtypes(self) -> tuple[str, ...]:
+        return ("float64", "float32")
+
+    def cache_bytes(self) -> int:
+        return max((c["size_bytes"] for c in self.caches), default=32 << 20)
+
+    def free_memory_bytes(self) -> int:
+        return _meminfo_available()
+
+    def default_buffer_bytes(self) -> int:
+        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB."""
+        return max(8 * self.cache_bytes(), 64 << 20)
+
+    def granule(self) -> int:
+        return self._k.LANES * self.threads
+
+    def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
+        if dtype not in self.dtypes():
+            raise UsageError(f"dtype {dtype}: the cpu backend supports {', '.join(self.dtypes())}")
+        granule = self.granule()
+        n = (nbytes // ITEMSIZE[dtype]) // granule * granule
+        if n == 0:
+            raise UsageError(f"--buffer-size {nbytes} bytes: too small (at least {granule * ITEMSIZE[dtype]} bytes)")
+        need = 2 * n * ITEMSIZE[dtype]
+        if need > 0.8 * self.free_memory_bytes():
+            raise UsageError(f"--buffer-size {nbytes} bytes: needs {need / 2**30:.1f} GiB (input and output), "
+                             f"the machine has {self.free_memory_bytes() / 2**30:.1f} GiB available")
+        x = sweep_input(np.arange(n, dtype=np.int64)).astype(dtype)
+        out = np.empty_like(x)
+        partial = np.empty(self.threads * self._k.LANES, dtype=dtype)
+        return SweepBuffers(dtype=dtype, x=x, out=out, partial=partial, elements=n, granule=granule)
+
+    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int) -> Launch:
+        if elements % buf.granule or not 0 < elements <= buf.elements:
+            raise ValueError(f"elements={elements} must be a positive multiple of {buf.granule} ≤ {buf.elements}")
+        t = np.dtype(buf.dtype).type
+        a, b = t(-1.0), t(3.0)
+        x = buf.x[:elements]
+        threads = self.threads
+        if variant == "rw":
+            out = buf.out[:elements]
+
+            def run() -> None:
+                self._k.sweep_rw(x, out, fmas, a, b, threads)
+            partial_elements = 0
+        elif variant == "ro":
+            partial = buf.partial.reshape(threads, self._k.LANES)
+
+            def run() -> None:
+                self._k.sweep_ro(x, partial, fmas, a, b, threads)
+            partial_elements = buf.partial.size
+        else:
+            raise ValueError(f"variant {variant!r}: allowed ro, rw")
+        return Launch(run=run, elements=elements, partial_elements=partial_elements,
+                      partial_itemsize=ITEMSIZE[buf.dtype])
+
+    def compile(self, dtype: str) -> None:
+        """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
+        buf = self.alloc_sweep(dtype, self.granule() * ITEMSIZE[dtype])
+        for variant in ("rw", "ro"):
+            self.sweep_launch(buf, 1, variant, buf.elements).run()
+
+    def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
+             budget_s: float) -> np.ndarray:
+        for _ in range(warmup):
+            fn()
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return np.asarray(times)
+
+    def as_float64(self, arr, dtype: str):
+        return np.asarray(arr, dtype=np.float64)
+
+    def telemetry_source(self) -> Callable[[], dict]:
+        return CpuTelemetry()
+
+    def max_clocks(self) -> tuple[float | None, float | None]:
+        khz = _read(SYS_CPU / "cpu0" / "cpufreq" / "cpuinfo_max_freq")
+        return (int(khz) / 1000.0 if khz and khz.isdigit() else None), None
+
+    def theoretical(self, sm_clock_mhz: float | None, mem_clock_mhz: float | None) -> dict:
+        return cpu_theoretical(self.facts, sm_clock_mhz)

@@ -1,0 +1,195 @@
+"""Command line: parses, calls, prints. `main(argv) -> exit code` (0 ok, 1 runtime failure, 2 bad input)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable
+
+from gpuroof import __version__
+from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.results import dumps
+from gpuroof.units import parse_bytes, si
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _size(text: str) -> int:
+    try:
+        n = parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return n
+
+
+def _device(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...) or 'all'")
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gpuroof", description="Measure a device's roofline and place real kernels on it.")
+    p.add_argument("--version", action="version", version=f"gpuroof {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    common = _Parser(add_help=False)
+    common.add_argument("--backend", default="auto", help="auto (cuda if usable, else cpu), cuda or cpu")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    info = sub.add_parser("info", parents=[common], help="devices found, backend, theoretical peaks")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("measure", parents=[common], help="sweep intensity: measured memory and compute ceilings")
+    m.add_argument("--device", type=_device, default=0, help="device index or 'all' (default 0)")
+    m.add_argument("--dtype", type=_list, default=None, help="comma-separated dtypes (default: all the backend has)")
+    m.add_argument("--quick", action="store_true", help="fewer points and shorter timing (about 30 s on 2 cores)")
+    m.add_argument("--buffer-size", type=_size, default=None,
+                   help="bytes per sweep array, e.g. 512M or 2GiB (default: ≥ 8× last-level cache)")
+    m.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
+    m.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    m.set_defaults(func=cmd_measure)
+    return p
+
+
+def _devices(args: argparse.Namespace) -> list[int]:
+    from gpuroof.backends import device_count
+
+    n = device_count(args.backend)
+    if args.device == "all":
+        return list(range(n))
+    if args.device >= n:
+        raise UsageError(f"--device {args.device}: this machine has {n} device(s) for the "
+                         f"{args.backend} backend (allowed: 0..{n - 1} or all)")
+    return [args.device]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from gpuroof.backends import device_count, get_backend, resolve_name
+
+    name = resolve_name(args.backend)
+    devices = []
+    for i in range(device_count(name)):
+        b = get_backend(name, i)
+        try:
+            max_sm, max_mem = b.max_clocks()
+            devices.append({"device": b.device_info(), "dtypes": list(b.dtypes()),
+                            "theoretical_at_max_clock": b.theoretical(max_sm, max_mem)
+                            if (max_sm or max_mem) else None,
+                            "max_clocks_mhz": {"sm": max_sm, "mem": max_mem}})
+        finally:
+            b.close()
+    out = {"backend": name, "devices": devices}
+    if args.json:
+        print(dumps(out))
+        return 0
+    print(f"backend: {name}")
+    for d in devices:
+        dev = d["device"]
+        print(f"device {dev.get('index', 0)}: {dev['name']}")
+        print(f"  dtypes: {', '.join(d['dtypes'])}")
+        print(f"  max clocks: SM/core {d['max_clocks_mhz']['sm'] or '-'} MHz, memory {d['max_clocks_mhz']['mem'] or '-'} MHz")
+        theo = d["theoretical_at_max_clock"]
+        if theo:
+            for dt, v in theo["compute"].items():
+                print(f"  theoretical {dt}: {si(v, 'FLOP/s')}")
+            print(f"  theoretical dram: {si(theo['bandwidth'].get('dram'), 'B/s')}")
+        else:
+            print("  theoretical peaks: unknown (no max clock reported)")
+    return 0
+
+
+def summary_table(meta: dict) -> str:
+    """Measured ceilings beside theoretical ones, with ratios and ridge points."""
+    rows = [("ceiling", "measured", "theoretical", "ratio", "ridge FLOP/B")]
+    theo, ratios = meta["theoretical"], meta["ratios"]
+    for lvl, v in meta["ceilings"]["bandwidth"].items():
+        r = ratios["bandwidth"].get(lvl)
+        rows.append((f"{lvl} bandwidth", si(v, "B/s"), si(theo["bandwidth"].get(lvl), "B/s"),
+                     f"{r:.3f}" if r else "-", ""))
+    for unit, v in meta["ceilings"]["compute"].items():
+        r = ratios["compute"].get(unit)
+        rows.append((unit, si(v, "FLOP/s"), si(theo["compute"].get(unit), "FLOP/s"),
+                     f"{r:.3f}" if r else "-", f"{meta['ridge_points'][unit]:.3g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    fit = meta["fit"]
+    clocks = meta["median_clocks"]
+    lines.append(f"clocks (median during points): SM/core {clocks['sm_clock_mhz'] or '-'} MHz, "
+                 f"memory {clocks['mem_clock_mhz'] or '-'} MHz; throttled points: {meta['throttled_points']}")
+    if meta.get("implied_clock_mhz"):
+        lines.append(f"clock implied by the best FMA rate: {meta['implied_clock_mhz']:.0f} MHz "
+                     f"(the OS reports {clocks['sm_clock_mhz'] or '-'} MHz)")
+    lines.append(f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
+                 f"max |dev| {fit['max_abs_deviation']:.3f}; invalid points: {meta['validation']['invalid']}"
+                 f" of {meta['validation']['points']}")
+    lines.append(f"convention: {meta['conventions']['flops']}; bytes: {meta['conventions']['bytes']}")
+    return "\n".join(lines)
+
+
+def json_summary(meta: dict, run_dir: object) -> dict:
+    return {"run_dir": str(run_dir), "backend": meta["backend"], "device": meta["device"],
+            "ceilings": meta["ceilings"], "theoretical": meta["theoretical"], "ratios": meta["ratios"],
+            "ridge_points": meta["ridge_points"], "median_clocks": meta["median_clocks"],
+            "fit": meta["fit"], "validation": meta["validation"], "status": meta["status"]}
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from gpuroof.measure import measure
+
+    devices = _devices(args)
+    if len(devices) > 1 and args.out:
+        raise UsageError("--out with --device all: give no --out (one directory per device is made)")
+    summaries = []
+    for dev in devices:
+        res = measure(args.backend, dev, args.dtype, args.quick, args.buffer_size, args.out,
+                      argv=["gpuroof", *sys.argv[1:]])
+        print(summary_table(res.meta))
+        print(f"run directory: {res.run_dir}")
+        summaries.append(json_summary(res.meta, res.run_dir))
+    if args.json:
+        print(dumps(summaries[0] if len(summaries) == 1 else {"runs": summaries}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"gpuroof: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpuroof: interrupted; the run directory is marked partial", file=sys.stderr)
+        return 130
+    except (MeasurementError, Exception) as e:  # noqa: BLE001 - one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"gpuroof: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

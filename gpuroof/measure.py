@@ -1,0 +1,178 @@
+"""`gpuroof measure`: characterize one device and write its run directory."""
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from gpuroof import __version__
+from gpuroof.backends import get_backend
+from gpuroof.backends.base import Backend
+from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
+from gpuroof.sweep import CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
+from gpuroof.telemetry import Sampler
+
+#: A DRAM point's working set must be this many times the last-level cache.
+DRAM_FACTOR = 8
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "gpuroof": __version__}
+    for dist in ("numpy", "pandas", "numba", "llvmlite", "seaborn", "nvidia-ml-py", "cupy-cuda12x",
+                 "cupy-cuda13x", "cupy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def host_info() -> dict:
+    env = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX",
+                                      "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = None
+    return {"hostname": socket.gethostname(), "os": platform.platform(), "machine": platform.machine(),
+            "user": user, "env": env}
+
+
+def check_dtypes(backend: Backend, dtypes: list[str] | None) -> tuple[str, ...]:
+    have = backend.dtypes()
+    if not dtypes:
+        return have
+    bad = [d for d in dtypes if d not in have]
+    if bad:
+        raise UsageError(f"--dtype {','.join(bad)}: not supported by the {backend.name} backend "
+                         f"(allowed: {', '.join(have)})")
+    return tuple(dtypes)
+
+
+def check_buffer(backend: Backend, buffer_bytes: int | None) -> int:
+    n = buffer_bytes or backend.default_buffer_bytes()
+    free = backend.free_memory_bytes()
+    if 2 * n > 0.8 * free:  # input and output arrays, with room to spare
+        raise UsageError(f"--buffer-size {n} bytes: input and output need {2 * n / 2**30:.2f} GiB, "
+                         f"only {free / 2**30:.2f} GiB of device memory is free")
+    if n < 16 << 10:
+        raise UsageError(f"--buffer-size {n} bytes: at least 16 KiB")
+    return n
+
+
+@dataclass
+class MeasureResult:
+    run_dir: Path
+    meta: dict
+    points: pd.DataFrame
+
+
+def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict) -> dict:
+    """Theoretical peaks at the max clock and at the median clock measured during the points."""
+    max_sm, max_mem = backend.max_clocks()
+    at_max = backend.theoretical(max_sm, max_mem) if (max_sm or max_mem) else None
+    at_meas = backend.theoretical(clocks.get("sm_clock_mhz"), clocks.get("mem_clock_mhz"))
+    ratios: dict = {"compute": {}, "bandwidth": {}}
+    for kind in ("compute", "bandwidth"):
+        for unit, measured in roof[kind].items():
+            theo = at_meas[kind].get(unit)
+            ratios[kind][unit] = measured / theo if theo else None
+    return {"at_measured_clock": at_meas, "at_max_clock": at_max,
+            "max_clocks_mhz": {"sm": max_sm, "mem": max_mem}, "ratios": ratios}
+
+
+def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | None = None,
+            quick: bool = False, buffer_bytes: int | None = None, out: str | None = None,
+            argv: list[str] | None = None, progress: bool = True) -> MeasureResult:
+    backend = get_backend(backend_name, device)
+    try:
+        chosen = check_dtypes(backend, dtypes)
+        nbytes = check_buffer(backend, buffer_bytes)
+        info = backend.device_info()
+        run_dir = make_run_dir(out, info["name"])
+        settings = SweepSettings.preset(chosen, quick, nbytes)
+        meta = {
+            "schema_version": SCHEMA_VERSION, "kind": KIND, "status": "partial",
+            "created_utc": datetime.now(timezone.utc).isoformat(), "command": argv or sys.argv,
+            "backend": backend.name, "device": info, "host": host_info(), "versions": versions(),
+            "settings": {**settings.to_dict(), "quick": quick, "dram_min_working_set_bytes":
+                         DRAM_FACTOR * backend.cache_bytes()},
+            "conventions": CONVENTIONS, "ceilings": None,
+        }
+        write_run(run_dir, meta, {})  # a run killed from here on is marked partial
+        interval = 0.1 if backend.name == "cpu" else 0.05  # ≥ 10 Hz; lighter on a 2-core CPU
+        total = len(chosen) * len(settings.variants) * len(settings.fmas)
+        samples = pd.DataFrame()
+        with Sampler(backend.telemetry_source(), interval) as sampler, \
+                tqdm(total=total, desc="sweep", unit="pt", disable=not progress or None,
+                     file=sys.stderr) as bar:
+            def tick(p: dict) -> None:
+                bar.set_postfix_str(f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} "
+                                    f"{p['gflops']:.4g} GFLOP/s {p['gbps']:.4g} GB/s"
+                                    + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else ""))
+                bar.update()
+            try:
+                result = run_sweep(backend, settings, sampler, tick)
+                samples = result.samples
+            except KeyboardInterrupt:
+                meta["status_reason"] = "interrupted"
+                write_run(run_dir, meta, {"telemetry": sampler.frame()})
+                raise
+            sampler.phase("done")
+        meta["phases"] = sampler.phases
+        meta["buffers_elements"] = result.buffers
+        points = summarize(samples)
+        cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes())
+        roof = cei.roofline.to_dict()
+        valid = points[points["valid"]]
+        clocks = {k: (float(valid[k].median()) if valid[k].notna().any() else None)
+                  for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")}
+        theo = peaks_and_ratios(backend, roof, clocks)
+        invalid = points[~points["valid"]]
+        meta.update({
+            "status": "complete",
+            "ceilings": roof,
+            "ridge_points": {u: cei.roofline.ridge(u) for u in cei.roofline.compute},
+            "theoretical": theo["at_measured_clock"],
+            "theoretical_at_max_clock": theo["at_max_clock"],
+            "max_clocks_mhz": theo["max_clocks_mhz"],
+            "ratios": theo["ratios"],
+            "median_clocks": clocks,
+            "plateaus": cei.plateaus,
+            "fit": cei.fit,
+            "validation": {"points": int(len(points)), "invalid": int(len(invalid)),
+                           "invalid_points": invalid[["dtype", "variant", "fmas_per_element",
+                                                      "rel_error"]].to_dict("records")},
+            "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
+            "noisy_points": int(points["noisy"].sum()),
+        })
+        if backend.name == "cpu":
+            meta["implied_clock_mhz"] = implied_cpu_clock(backend, roof)
+        write_run(run_dir, meta, {"points": samples, "telemetry": sampler.frame()})
+        return MeasureResult(run_dir=run_dir, meta=meta, points=points)
+    except MemoryError as e:
+        raise MeasurementError(f"out of memory during the sweep: {e}") from None
+    finally:
+        backend.close()
+
+
+def implied_cpu_clock(backend: Backend, roof: dict) -> float | None:
+    """Clock (MHz) that the best measured FMA rate implies on the known vector unit.
+
+    In a virtual machine /proc/cpuinfo shows a nominal clock, not the turbo clock the cores run at;
+    this figure makes that visible instead of reporting a ratio above 1 without a word.
+    """
+    theo_1ghz = backend.theoretical(1000.0, None)["compute"]
+    best = [roof["compute"][d] / theo_1ghz[d] * 1000.0 for d in roof["compute"] if theo_1ghz.get(d)]
+    return max(best) if best else None
+

@@ -1,0 +1,215 @@
+"""The intensity sweep: FMAs per element swept per dtype and variant -> validated points -> ceilings."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from gpuroof.backends.base import ITEMSIZE, SWEEP_B, VARIANTS, Backend, SweepBuffers
+from gpuroof.roofline import Roofline
+from gpuroof.telemetry import Sampler
+
+#: Every point's FMA count is compiled into the CUDA module; the CPU kernels take any count.
+FMA_GRID = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+QUICK_FMA_GRID = (0, 1, 4, 16, 64, 256, 2048)
+
+CONVENTIONS = {
+    "flops": "an FMA counts 2 FLOPs; the sweep does fmas_per_element FMAs on every element",
+    "bytes": "compulsory traffic: each input element read once, each output element written once "
+             "(rw writes every element; ro writes one partial sum per thread, counted)",
+    "intensity": "flops / bytes (FLOP/byte)",
+    "time": "seconds per launch; rates use the median over repetitions",
+}
+
+#: Relative tolerance of the closed-form check. rw results are exact (a = -1); ro sums are
+#: accumulated in float32 for 16-bit and 32-bit types, so they carry float32 rounding.
+TOLERANCE = {("rw", d): 0.0 for d in ITEMSIZE} | {("ro", "float64"): 1e-12, ("ro", "float32"): 1e-5,
+                                                   ("ro", "float16"): 1e-5, ("ro", "bfloat16"): 1e-5}
+
+NOISY_IQR = 0.10  # a point whose IQR exceeds 10% of its median is flagged noisy
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    dtypes: tuple[str, ...]
+    fmas: tuple[int, ...] = FMA_GRID
+    variants: tuple[str, ...] = VARIANTS
+    buffer_bytes: int = 0  # per array; 0 = the backend's default
+    budget_s: float = 0.25  # timing budget per point
+    warmup: int = 1
+    min_reps: int = 3
+    max_reps: int = 50
+    max_launch_s: float = 0.05  # compute-bound points shrink their element count to about this
+
+    @classmethod
+    def preset(cls, dtypes: tuple[str, ...], quick: bool, buffer_bytes: int = 0) -> "SweepSettings":
+        if quick:
+            return cls(dtypes=dtypes, fmas=QUICK_FMA_GRID, buffer_bytes=buffer_bytes, budget_s=0.08,
+                       min_reps=3, max_reps=10, max_launch_s=0.02)
+        return cls(dtypes=dtypes, buffer_bytes=buffer_bytes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def counts(dtype: str, variant: str, fmas: int, elements: int, partial_elements: int,
+           partial_itemsize: int) -> tuple[int, int]:
+    """(FLOPs, bytes) of one launch, exactly."""
+    flops = 2 * fmas * elements
+    nbytes = elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1)
+    if variant == "ro":
+        nbytes += partial_elements * partial_itemsize
+    return flops, nbytes
+
+
+def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements: int,
+          partial_elements: int) -> float:
+    """Relative error of the last launch's output against the closed form (exact for a = -1)."""
+    xp = backend.xp
+    x = backend.as_float64(buf.x[:elements], buf.dtype)
+    expect = x if fmas % 2 == 0 else SWEEP_B - x
+    if variant == "rw":
+        got = backend.as_float64(buf.out[:elements], buf.dtype)
+        err = xp.max(xp.abs(got - expect)) / xp.max(xp.abs(expect))
+    else:
+        got_sum = xp.sum(backend.as_float64(buf.partial[:partial_elements], buf.dtype))
+        want = xp.sum(expect)
+        err = xp.abs(got_sum - want) / xp.abs(want)
+    err = float(err)
+    return err if np.isfinite(err) else float("inf")
+
+
+@dataclass
+class SweepResult:
+    samples: pd.DataFrame  # one row per timed repetition
+    buffers: dict[str, int] = field(default_factory=dict)  # elements per dtype
+
+
+def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
+              progress: Callable[[dict], None] | None = None) -> SweepResult:
+    """Time every (dtype, variant, fmas) point, validate it, and return the long-form samples."""
+    rows: list[dict] = []
+    buffers: dict[str, int] = {}
+    nbytes = settings.buffer_bytes or backend.default_buffer_bytes()
+    for dtype in settings.dtypes:
+        sampler.phase(f"compile {dtype}")
+        if hasattr(backend, "compile"):
+            backend.compile(dtype)  # JIT time stays out of every timed window
+        buf = backend.alloc_sweep(dtype, nbytes)
+        buffers[dtype] = buf.elements
+        for variant in settings.variants:
+            sampler.phase(f"{dtype} {variant}")
+            per_fma_s = None  # seconds per element per FMA seen so far, to size compute-bound points
+            for fmas in settings.fmas:
+                elements = buf.elements
+                if per_fma_s and fmas:
+                    predicted = per_fma_s * fmas * elements
+                    if predicted > settings.max_launch_s:
+                        elements = max(buf.granule, int(elements * settings.max_launch_s / predicted)
+                                       // buf.granule * buf.granule)
+                launch = backend.sweep_launch(buf, fmas, variant, elements)
+                buf.partial[...] = np.nan  # stale results of another point can never pass the check
+                buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
+                t_start = sampler.now()
+                times = backend.time(launch.run, warmup=settings.warmup, min_reps=settings.min_reps,
+                                     max_reps=settings.max_reps, budget_s=settings.budget_s)
+                t_end = sampler.now()
+                err = check(backend, buf, variant, fmas, elements, launch.partial_elements)
+                valid = err <= TOLERANCE[(variant, dtype)]
+                flops, nb = counts(dtype, variant, fmas, elements, launch.partial_elements,
+                                   launch.partial_itemsize)
+                med = float(np.median(times))
+                if fmas:
+                    per_fma_s = max(per_fma_s or 0.0, med / (fmas * elements))
+                tel = sampler.window(t_start, t_end)
+                for rep, t in enumerate(times):
+                    rows.append({
+                        "dtype": dtype, "variant": variant, "fmas_per_element": fmas,
+                        "elements": elements, "working_set_bytes": elements * ITEMSIZE[dtype]
+                        * (2 if variant == "rw" else 1), "flops": flops, "bytes": nb,
+                        "intensity_flop_per_byte": flops / nb, "rep": rep, "time_s": float(t),
+                        "valid": valid, "rel_error": err, "t_start_s": t_start, "t_end_s": t_end,
+                        **tel,
+                    })
+                if progress:
+                    progress({"dtype": dtype, "variant": variant, "fmas": fmas,
+                              "intensity": flops / nb, "gflops": flops / med / 1e9,
+                              "gbps": nb / med / 1e9, "clock_mhz": tel.get("sm_clock_mhz"),
+                              "valid": valid})
+        del buf
+    return SweepResult(samples=pd.DataFrame(rows), buffers=buffers)
+
+
+def summarize(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per point: median time and its spread, rates at the median, flags."""
+    keys = ["dtype", "variant", "fmas_per_element"]
+    g = samples.groupby(keys, sort=False)
+    pts = g.agg(elements=("elements", "first"), working_set_bytes=("working_set_bytes", "first"),
+                flops=("flops", "first"), bytes=("bytes", "first"),
+                intensity_flop_per_byte=("intensity_flop_per_byte", "first"),
+                reps=("time_s", "size"), time_s=("time_s", "median"),
+                time_q1_s=("time_s", lambda s: s.quantile(0.25)),
+                time_q3_s=("time_s", lambda s: s.quantile(0.75)),
+                valid=("valid", "all"), rel_error=("rel_error", "max"),
+                sm_clock_mhz=("sm_clock_mhz", "first"), mem_clock_mhz=("mem_clock_mhz", "first"),
+                power_w=("power_w", "first"), temperature_c=("temperature_c", "first"),
+                throttled=("throttled", "first")).reset_index()
+    pts["flops_per_s"] = pts["flops"] / pts["time_s"]
+    pts["bandwidth_Bps"] = pts["bytes"] / pts["time_s"]
+    pts["noisy"] = (pts["time_q3_s"] - pts["time_q1_s"]) / pts["time_s"] > NOISY_IQR
+    return pts
+
+
+@dataclass
+class Ceilings:
+    roofline: Roofline
+    plateaus: dict[str, list[dict]]  # the points each ceiling came from
+    fit: dict
+
+
+def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int) -> Ceilings:
+    """DRAM bandwidth and per-dtype compute ceilings from the valid points.
+
+    DRAM: the best bandwidth among points whose working set is at least `dram_min_working_set`
+    (several times the last-level cache), i.e. the top of the memory-bound plateau. Compute: the
+    best FLOP rate of each dtype, the top of its compute-bound plateau. Each ceiling is the median
+    of the points within 3% of the best one, so a single lucky point does not set it.
+    """
+    ok = points[points["valid"]]
+    dram = ok[ok["working_set_bytes"] >= dram_min_working_set]
+    if dram.empty:
+        raise ValueError("no valid point with a DRAM-sized working set: no bandwidth ceiling")
+    plateaus: dict[str, list[dict]] = {}
+
+    def plateau(df: pd.DataFrame, col: str, name: str) -> float:
+        best = df[col].max()
+        top = df[df[col] >= 0.97 * best]
+        plateaus[name] = top[["dtype", "variant", "fmas_per_element", col]].to_dict("records")
+        return float(top[col].median())
+
+    bw = plateau(dram, "bandwidth_Bps", "dram")
+    compute = {}
+    for dtype, df in ok[ok["flops"] > 0].groupby("dtype", sort=False):
+        compute[dtype] = plateau(df, "flops_per_s", dtype)
+    roof = Roofline(bandwidth={"dram": bw}, compute=compute)
+    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof))
+
+
+def fit_quality(points: pd.DataFrame, roof: Roofline) -> dict:
+    """How well the points follow min(P, B·I): measured time against the predicted time per point."""
+    rel = []
+    worst = None
+    for r in points.itertuples():
+        if r.dtype not in roof.compute:
+            continue
+        pred = roof.predicted_time(r.flops, r.bytes, r.dtype)
+        dev = pred / r.time_s - 1  # achieved rate relative to the model's
+        rel.append(abs(dev))
+        if worst is None or abs(dev) > abs(worst["deviation"]):
+            worst = {"dtype": r.dtype, "variant": r.variant, "fmas_per_element": int(r.fmas_per_element),
+                     "intensity_flop_per_byte": float(r.intensity_flop_per_byte), "deviation": float(dev)}
+    return {"points": len(rel), "median_abs_deviation": float(np.median(rel)) if rel else None,
+            "max_abs_deviation": float(max(rel)) if rel else None, "worst_point": worst,
+            "deviation": "achieved rate / min(P, B*I) - 1, per point"}
