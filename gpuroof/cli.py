@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
     m.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     m.set_defaults(func=cmd_measure)
+
+    show = sub.add_parser("show", help="print the summary of a run directory")
+    show.add_argument("run_dir", help="a run directory (or its run.json)")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=cmd_show)
     return p
 
 
@@ -168,8 +175,30 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from gpuroof.results import load_run
+
+    run = load_run(args.run_dir)
+    if not run.meta.get("ceilings"):
+        raise UsageError(f"{args.run_dir}: run is {run.meta['status']} and has no ceilings "
+                         f"({run.meta.get('status_reason', 'not finished')})")
+    if args.json:
+        print(dumps(json_summary(run.meta, run.path)))
+    else:
+        print(f"{run.device_name} ({run.meta['backend']}), {run.meta.get('created_utc', '?')}")
+        print(summary_table(run.meta))
+    return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a batch scheduler's time limit) ends a run like Ctrl-C: marked partial, no temp files."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     debug = "--debug" in argv
     parser = build_parser()
     try:

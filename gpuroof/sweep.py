@@ -37,17 +37,17 @@ class SweepSettings:
     fmas: tuple[int, ...] = FMA_GRID
     variants: tuple[str, ...] = VARIANTS
     buffer_bytes: int = 0  # per array; 0 = the backend's default
-    budget_s: float = 0.25  # timing budget per point
+    budget_s: float = 0.5  # timing budget per point
     warmup: int = 1
-    min_reps: int = 3
-    max_reps: int = 50
+    min_reps: int = 5
+    max_reps: int = 100
     max_launch_s: float = 0.05  # compute-bound points shrink their element count to about this
 
     @classmethod
     def preset(cls, dtypes: tuple[str, ...], quick: bool, buffer_bytes: int = 0) -> "SweepSettings":
         if quick:
-            return cls(dtypes=dtypes, fmas=QUICK_FMA_GRID, buffer_bytes=buffer_bytes, budget_s=0.08,
-                       min_reps=3, max_reps=10, max_launch_s=0.02)
+            return cls(dtypes=dtypes, fmas=QUICK_FMA_GRID, buffer_bytes=buffer_bytes, budget_s=0.15,
+                       min_reps=3, max_reps=20, max_launch_s=0.02)
         return cls(dtypes=dtypes, buffer_bytes=buffer_bytes)
 
     def to_dict(self) -> dict:
@@ -174,8 +174,9 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int) -> Ceiling
 
     DRAM: the best bandwidth among points whose working set is at least `dram_min_working_set`
     (several times the last-level cache), i.e. the top of the memory-bound plateau. Compute: the
-    best FLOP rate of each dtype, the top of its compute-bound plateau. Each ceiling is the median
-    of the points within 3% of the best one, so a single lucky point does not set it.
+    best FLOP rate of each dtype, the top of its compute-bound plateau. Each point's rate is already
+    the median over its repetitions, so one lucky launch cannot set a ceiling; the points within 3%
+    of the best are kept as the plateau it came from.
     """
     ok = points[points["valid"]]
     dram = ok[ok["working_set_bytes"] >= dram_min_working_set]
@@ -187,7 +188,7 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int) -> Ceiling
         best = df[col].max()
         top = df[df[col] >= 0.97 * best]
         plateaus[name] = top[["dtype", "variant", "fmas_per_element", col]].to_dict("records")
-        return float(top[col].median())
+        return float(best)
 
     bw = plateau(dram, "bandwidth_Bps", "dram")
     compute = {}

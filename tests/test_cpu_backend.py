@@ -1,0 +1,146 @@
+"""The CPU backend's kernels, facts and theoretical peaks."""
+import numpy as np
+import pytest
+
+from gpuroof.backends.base import SWEEP_B
+from gpuroof.backends.cpu import (CpuBackend, cpu_caches, cpu_theoretical, parse_cpuinfo, vector_unit)
+from gpuroof.errors import UsageError
+from gpuroof.sweep import check, counts
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC 9005
+physical id\t: 0
+core id\t\t: 0
+cpu MHz\t\t: 2596.120
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC 9005
+physical id\t: 0
+core id\t\t: 1
+cpu MHz\t\t: 2600.000
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq
+"""
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return CpuBackend()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("variant", ["rw", "ro"])
+@pytest.mark.parametrize("fmas", [0, 1, 2, 3, 17])
+def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
+    buf = backend.alloc_sweep(dtype, 4 * backend.granule() * 8)
+    launch = backend.sweep_launch(buf, fmas, variant, buf.elements)
+    buf.partial[...] = np.nan
+    buf.out[...] = np.nan
+    launch.run()
+    assert check(backend, buf, variant, fmas, buf.elements, launch.partial_elements) == 0.0
+    if variant == "rw":
+        x = buf.x.astype(np.float64)
+        assert np.array_equal(buf.out.astype(np.float64), x if fmas % 2 == 0 else SWEEP_B - x)
+
+
+def test_check_catches_a_wrong_result(backend):
+    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    launch = backend.sweep_launch(buf, 1, "rw", buf.elements)
+    launch.run()
+    buf.out[5] += 1
+    assert check(backend, buf, "rw", 1, buf.elements, 0) > 0
+
+
+def test_ro_kernel_covers_every_element(backend):
+    """The per-thread partial sums add up to the closed-form sum over the whole range."""
+    buf = backend.alloc_sweep("float64", backend.granule() * 8 * 16)
+    launch = backend.sweep_launch(buf, 0, "ro", buf.elements)
+    launch.run()
+    assert buf.partial.sum() == pytest.approx(buf.x.sum(), rel=1e-15)
+    _, nbytes = counts("float64", "ro", 0, buf.elements, launch.partial_elements, launch.partial_itemsize)
+    assert nbytes == buf.x.nbytes + buf.partial.nbytes
+
+
+def test_launch_rejects_element_counts_off_the_granule(backend):
+    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    with pytest.raises(ValueError):
+        backend.sweep_launch(buf, 1, "rw", backend.granule() + 1)
+
+
+def test_unknown_dtype_and_device_are_usage_errors(backend):
+    with pytest.raises(UsageError, match="float16"):
+        backend.alloc_sweep("float16", 1 << 20)
+    with pytest.raises(UsageError, match="--device 3"):
+        CpuBackend(3)
+
+
+def test_buffer_larger_than_memory_is_a_usage_error(backend):
+    with pytest.raises(UsageError, match="GiB"):
+        backend.alloc_sweep("float64", 1 << 50)
+
+
+def test_timer_returns_seconds_within_budget(backend):
+    calls = []
+    times = backend.time(lambda: calls.append(1), warmup=2, min_reps=3, max_reps=5, budget_s=0.0)
+    assert len(times) == 3 and len(calls) == 5 and np.all(times >= 0)
+
+
+def test_parse_cpuinfo_counts_physical_cores_and_reads_flags():
+    facts = parse_cpuinfo(CPUINFO)
+    assert facts["vendor"] == "AuthenticAMD" and facts["family"] == 26
+    assert facts["physical_cores"] == 2 and facts["logical_cpus"] == 2
+    assert "avx512f" in facts["flags"] and facts["mhz"] == [2596.12, 2600.0]
+
+
+def test_parse_cpuinfo_counts_smt_siblings_once():
+    two_threads_one_core = CPUINFO.replace("core id\t\t: 1", "core id\t\t: 0")
+    assert parse_cpuinfo(two_threads_one_core)["physical_cores"] == 1
+
+
+@pytest.mark.parametrize("vendor,family,flags,expect", [
+    ("AuthenticAMD", 0x1A, ["fma", "avx2", "avx512f"], (512, 2)),   # Zen 5
+    ("AuthenticAMD", 0x19, ["fma", "avx2", "avx512f"], (256, 2)),   # Zen 4 double-pumps 512
+    ("GenuineIntel", 6, ["fma", "avx2"], (256, 2)),                 # Haswell .. Alder Lake
+    ("GenuineIntel", 6, ["fma", "avx2", "avx512f"], None),          # 1 or 2 FMA units: unknown
+    ("AuthenticAMD", 0x1A, ["sse2"], None),                         # no FMA
+])
+def test_vector_unit_only_answers_what_flags_settle(vendor, family, flags, expect):
+    assert vector_unit(vendor, family, flags) == expect
+
+
+def test_cpu_theoretical_zen5_two_cores():
+    facts = parse_cpuinfo(CPUINFO) | {"cores_used": 2}
+    theo = cpu_theoretical(facts, 2600.0)
+    # 2 cores × 16 float32 lanes × 2 pipes × 2 FLOP × 2.6 GHz
+    assert theo["compute"]["float32"] == pytest.approx(2 * 16 * 2 * 2 * 2.6e9)
+    assert theo["compute"]["float64"] == pytest.approx(2 * 8 * 2 * 2 * 2.6e9)
+    assert theo["bandwidth"]["dram"] is None
+
+
+def test_cpu_theoretical_is_omitted_when_unknowable():
+    facts = parse_cpuinfo(CPUINFO.replace("AuthenticAMD", "GenuineIntel")) | {"cores_used": 2}
+    assert cpu_theoretical(facts, 2600.0)["compute"] == {"float64": None, "float32": None}
+    assert cpu_theoretical(parse_cpuinfo(CPUINFO) | {"cores_used": 2}, None)["compute"]["float32"] is None
+
+
+def test_cpu_caches_from_sysfs(tmp_path):
+    for i, (level, kind, size, shared) in enumerate([(1, "Data", "48K", "0"), (1, "Instruction", "32K", "0"),
+                                                    (2, "Unified", "1024K", "0"),
+                                                    (3, "Unified", "32768K", "0-1")]):
+        d = tmp_path / "cpu0" / "cache" / f"index{i}"
+        d.mkdir(parents=True)
+        for name, val in [("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)]:
+            (d / name).write_text(f"{val}\n")
+    caches = cpu_caches(tmp_path)
+    assert [(c["level"], c["size_bytes"], c["shared_by_cpus"]) for c in caches] == \
+        [(1, 48 << 10, 1), (2, 1 << 20, 1), (3, 32 << 20, 2)]
+
+
+def test_default_buffer_is_many_times_the_last_level_cache(backend):
+    assert backend.default_buffer_bytes() >= 8 * backend.cache_bytes()

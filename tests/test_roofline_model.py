@@ -1,0 +1,98 @@
+"""The roofline model and ceiling extraction, against hand-computed values."""
+import math
+
+import pandas as pd
+import pytest
+
+from gpuroof.roofline import Roofline, place
+from gpuroof.sweep import extract_ceilings, fit_quality
+
+ROOF = Roofline(bandwidth={"dram": 100e9}, compute={"float32": 1e12, "float64": 0.5e12})
+
+
+def test_ridge_is_peak_over_bandwidth():
+    assert ROOF.ridge("float32") == pytest.approx(10.0)
+    assert ROOF.ridge("float64") == pytest.approx(5.0)
+
+
+def test_attainable_is_min_of_slope_and_roof():
+    assert ROOF.attainable(1.0, "float32") == pytest.approx(100e9)
+    assert ROOF.attainable(10.0, "float32") == pytest.approx(1e12)
+    assert ROOF.attainable(1000.0, "float32") == pytest.approx(1e12)
+
+
+def test_predicted_time_is_the_larger_of_compute_and_traffic_time():
+    assert ROOF.predicted_time(1e12, 1e9, "float32") == pytest.approx(1.0)  # compute-bound
+    assert ROOF.predicted_time(1e9, 1e10, "float32") == pytest.approx(0.1)  # memory-bound
+
+
+def test_place_memory_bound_kernel():
+    p = place(ROOF, flops=1e9, nbytes=1e9, time_s=0.02, unit="float32")
+    assert p.intensity == 1.0 and p.bound == "memory"
+    assert p.attainable_flops == pytest.approx(100e9)
+    assert p.efficiency == pytest.approx(0.5)
+    assert p.predicted_time_s == pytest.approx(0.01)
+    assert p.measured_over_predicted == pytest.approx(2.0)
+    assert not p.above_roof and p.notes == []
+
+
+def test_place_flags_a_point_above_the_dram_roof_as_cache_reuse():
+    p = place(ROOF, flops=1e9, nbytes=1e9, time_s=0.005, unit="float32")
+    assert p.above_roof and "cache" in p.notes[0]
+
+
+def test_place_flags_a_point_above_the_compute_roof_as_counting_error():
+    p = place(ROOF, flops=1e12, nbytes=1e6, time_s=0.5, unit="float32")
+    assert p.above_roof and "count" in p.notes[0]
+
+
+def test_place_within_noise_is_not_flagged():
+    p = place(ROOF, flops=1e9, nbytes=1e9, time_s=0.0099, unit="float32")
+    assert not p.above_roof
+
+
+def test_missing_ceiling_names_what_exists():
+    with pytest.raises(KeyError, match="float32"):
+        ROOF.attainable(1.0, "bfloat16")
+
+
+def _points(rows):
+    df = pd.DataFrame(rows, columns=["dtype", "variant", "fmas_per_element", "working_set_bytes",
+                                     "flops", "bytes", "time_s", "valid"])
+    df["intensity_flop_per_byte"] = df["flops"] / df["bytes"]
+    df["flops_per_s"] = df["flops"] / df["time_s"]
+    df["bandwidth_Bps"] = df["bytes"] / df["time_s"]
+    return df
+
+
+def test_ceilings_come_from_valid_dram_sized_plateaus():
+    big, small = 1 << 30, 1 << 20
+    pts = _points([
+        ("float32", "rw", 0, big, 0, 1e9, 0.010, True),          # 100 GB/s
+        ("float32", "rw", 1, big, 0.25e9, 1e9, 0.0101, True),    # 99 GB/s: plateau
+        ("float32", "rw", 64, small, 8e10, 1e6, 0.08, True),     # 1 TFLOP/s, cache-sized: no BW vote
+        ("float32", "ro", 2048, small, 1e11, 1e6, 0.1, True),    # 1 TFLOP/s
+        ("float32", "rw", 8, small, 0, 1e9, 0.001, True),        # 1 TB/s from cache: excluded
+        ("float64", "rw", 0, big, 0, 1e9, 0.005, False),         # invalid 200 GB/s: excluded
+        ("float64", "ro", 2048, small, 5e10, 1e6, 0.1, True),    # 0.5 TFLOP/s
+    ])
+    c = extract_ceilings(pts, dram_min_working_set=big)
+    assert c.roofline.bandwidth["dram"] == pytest.approx(100e9)
+    assert c.roofline.compute["float32"] == pytest.approx(1e12)
+    assert c.roofline.compute["float64"] == pytest.approx(0.5e12)
+    assert {p["fmas_per_element"] for p in c.plateaus["dram"]} == {0, 1}
+
+
+def test_no_dram_sized_point_is_an_error():
+    pts = _points([("float32", "rw", 0, 1 << 10, 0, 1e9, 0.01, True)])
+    with pytest.raises(ValueError, match="DRAM"):
+        extract_ceilings(pts, dram_min_working_set=1 << 30)
+
+
+def test_fit_reports_the_worst_point():
+    pts = _points([("float32", "rw", 0, 1, 0, 1e9, 0.01, True),      # on the roof
+                   ("float32", "rw", 4, 1, 1e10, 1e9, 0.02, True)])  # I=10: predicted 0.01 s, half
+    fit = fit_quality(pts, ROOF)
+    assert fit["max_abs_deviation"] == pytest.approx(0.5)
+    assert fit["worst_point"]["fmas_per_element"] == 4
+    assert not math.isnan(fit["median_abs_deviation"])
