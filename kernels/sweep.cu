@@ -23,7 +23,8 @@
 // V x elements-per-vector, which is stricter. The last, partial grid-stride step is guarded.
 //
 // Compile check without NVRTC: nvcc -std=c++17 -arch=sm_90 -c -DGPUROOF_INSTANTIATE_ALL sweep.cu
-// (or -DGPUROOF_INSTANTIATE_FMAS=0,1,2048 for a subset). bfloat16 needs sm_80 or newer.
+// or, for a subset, '-DGPUROOF_INSTANTIATE_FMAS=0\,1\,2048' (nvcc splits option values at unescaped
+// commas). bfloat16 needs sm_80 or newer.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -206,6 +207,8 @@ __device__ __forceinline__ void step(const typename Ops<T>::Vec* __restrict__ x,
 // The kernel. x and out hold n elements of T (bfloat16 as its 16-bit pattern); partial holds one
 // value per launched thread (double for double, float otherwise) and is written only when !WRITE.
 // Every instantiation takes the same arguments, so the host launches all of them alike.
+// No __launch_bounds__: with __launch_bounds__(256) ptxas spilled 8 bytes in sweep<double, 0, false>
+// (it capped that kernel at 39 registers); without it every instantiation uses <= 48 and spills none.
 template <typename T, int FMAS, bool WRITE>
 __global__ void 
 sweep(const T* __restrict__ x, T* __restrict__ out,
