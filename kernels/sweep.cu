@@ -210,10 +210,9 @@ __device__ __forceinline__ void step(const typename Ops<T>::Vec* __restrict__ x,
 // No __launch_bounds__: with __launch_bounds__(256) ptxas spilled 8 bytes in sweep<double, 0, false>
 // (it capped that kernel at 39 registers); without it every instantiation uses <= 48 and spills none.
 template <typename T, int FMAS, bool WRITE>
-__global__ void 
-sweep(const T* __restrict__ x, T* __restrict__ out,
-      typename gpuroof::Ops<T>::Partial* __restrict__ partial, unsigned long long n, double a,
-      double b) {
+__global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
+                      typename gpuroof::Ops<T>::Partial* __restrict__ partial,
+                      unsigned long long n, double a, double b) {
     using O = gpuroof::Ops<T>;
     constexpr int V = O::kVecsPerThread;
     const auto* xv = reinterpret_cast<const typename O::Vec*>(x);
