@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quick", action="store_true", help="fewer points and shorter timing (about 30 s on 2 cores)")
     m.add_argument("--buffer-size", type=_size, default=None,
                    help="bytes per sweep array, e.g. 512M or 2GiB (default: ≥ 8× last-level cache)")
+    m.add_argument("--levels", default=None,
+                   help="memory levels to measure, e.g. l1,l2,dram (default: every level the device has: "
+                        "l1,l2,l3,dram on a CPU; shared,l1,l2,dram on a GPU)")
+    m.add_argument("--no-matrix", action="store_true", help="skip the GEMM (matrix unit) ceilings")
     m.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
     m.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     m.set_defaults(func=cmd_measure)
@@ -166,7 +170,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     summaries = []
     for dev in devices:
         res = measure(args.backend, dev, args.dtype, args.quick, args.buffer_size, args.out,
-                      argv=["gpuroof", *sys.argv[1:]])
+                      argv=["gpuroof", *sys.argv[1:]], levels=args.levels, matrix=not args.no_matrix)
         print(summary_table(res.meta))
         print(f"run directory: {res.run_dir}")
         summaries.append(json_summary(res.meta, res.run_dir))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import getpass
+from contextlib import contextmanager
 import os
 import platform
 import socket
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pandas as pd
 from tqdm import tqdm
@@ -19,6 +21,9 @@ from gpuroof.backends import get_backend
 from gpuroof.backends.base import Backend
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
+from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
+from gpuroof.matrix import matrix_ceilings, matrix_sweep
+from gpuroof.roofline import Roofline
 from gpuroof.sweep import CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
 from gpuroof.telemetry import Sampler
 
@@ -85,7 +90,10 @@ def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict) -> dict:
     ratios: dict = {"compute": {}, "bandwidth": {}}
     for kind in ("compute", "bandwidth"):
         for unit, measured in roof[kind].items():
-            theo = at_meas[kind].get(unit)
+            for theo_set in (at_meas, at_max):  # every measured ceiling has a key, null when unknown
+                if theo_set is not None:
+                    theo_set[kind].setdefault(unit, None)
+            theo = at_meas[kind][unit]
             ratios[kind][unit] = measured / theo if theo else None
     return {"at_measured_clock": at_meas, "at_max_clock": at_max,
             "max_clocks_mhz": {"sm": max_sm, "mem": max_mem}, "ratios": ratios}
@@ -93,11 +101,16 @@ def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict) -> dict:
 
 def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | None = None,
             quick: bool = False, buffer_bytes: int | None = None, out: str | None = None,
-            argv: list[str] | None = None, progress: bool = True) -> MeasureResult:
+            argv: list[str] | None = None, progress: bool = True, levels: str | None = None,
+            matrix: bool = True) -> MeasureResult:
+    """Intensity sweep (DRAM and vector FMA ceilings), then the working-set sweep (cache levels) and
+    the GEMM sweep (matrix units); everything validated, timed and written to one run directory."""
     backend = get_backend(backend_name, device)
     try:
         chosen = check_dtypes(backend, dtypes)
         nbytes = check_buffer(backend, buffer_bytes)
+        cache_levels = backend.cache_levels()
+        wanted = parse_levels(levels, tuple(lv.name for lv in cache_levels))
         info = backend.device_info()
         run_dir = make_run_dir(out, info["name"])
         settings = SweepSettings.preset(chosen, quick, nbytes)
@@ -105,35 +118,69 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "schema_version": SCHEMA_VERSION, "kind": KIND, "status": "partial",
             "created_utc": datetime.now(timezone.utc).isoformat(), "command": argv or sys.argv,
             "backend": backend.name, "device": info, "host": host_info(), "versions": versions(),
-            "settings": {**settings.to_dict(), "quick": quick, "dram_min_working_set_bytes":
-                         DRAM_FACTOR * backend.cache_bytes()},
+            "settings": {**settings.to_dict(), "quick": quick, "levels": list(wanted), "matrix": matrix,
+                         "dram_min_working_set_bytes": DRAM_FACTOR * backend.cache_bytes()},
             "conventions": CONVENTIONS, "ceilings": None,
+            "cache_levels": [vars(lv) for lv in cache_levels],
         }
         write_run(run_dir, meta, {})  # a run killed from here on is marked partial
         interval = 0.1 if backend.name == "cpu" else 0.05  # ≥ 10 Hz; lighter on a 2-core CPU
-        total = len(chosen) * len(settings.variants) * len(settings.fmas)
-        samples = pd.DataFrame()
-        with Sampler(backend.telemetry_source(), interval) as sampler, \
-                tqdm(total=total, desc="sweep", unit="pt", disable=not progress or None,
-                     file=sys.stderr) as bar:
-            def tick(p: dict) -> None:
-                bar.set_postfix_str(f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} "
-                                    f"{p['gflops']:.4g} GFLOP/s {p['gbps']:.4g} GB/s"
-                                    + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else ""))
-                bar.update()
+        tables: dict[str, pd.DataFrame] = {}
+        with Sampler(backend.telemetry_source(), interval) as sampler:
             try:
-                result = run_sweep(backend, settings, sampler, tick)
-                samples = result.samples
+                with _bar(len(chosen) * len(settings.variants) * len(settings.fmas), "sweep",
+                          progress) as tick:
+                    result = run_sweep(backend, settings, sampler, lambda p: tick(
+                        f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} {p['gflops']:.4g} GFLOP/s "
+                        f"{p['gbps']:.4g} GB/s" + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else "")))
+                tables["points"] = result.samples
+                sweep_levels = [lv for lv in cache_levels if lv.name in wanted and lv.name != "shared"]
+                if any(lv.name != "dram" for lv in sweep_levels):
+                    reps = dict(budget_s=0.05, min_reps=3, max_reps=10) if quick else \
+                        dict(budget_s=0.15, min_reps=5, max_reps=30)
+                    with _bar(None, "working set", progress) as tick:
+                        tables["hierarchy"] = hierarchy_sweep(
+                            backend, sweep_levels, quick=quick, sampler=sampler,
+                            progress=lambda p: tick(f"{p['working_set_bytes'] / 1024:.0f} KiB "
+                                                    f"{p['gbps']:.4g} GB/s"), **reps)
+                if "shared" in wanted:
+                    sampler.phase("shared memory")
+                    shared = backend.shared_bandwidth(budget_s=0.2, min_reps=5, max_reps=50)
+                    meta["shared_memory"] = {k: v for k, v in shared.items() if k != "times_s"}
+                    tables["shared"] = pd.DataFrame({"rep": range(len(shared["times_s"])),
+                                                     "time_s": shared["times_s"], "bytes": shared["bytes"],
+                                                     "valid": shared["rel_error"] <= 1e-5,
+                                                     "rel_error": shared["rel_error"]})
+                if matrix:
+                    units = backend.matrix_units()
+                    with _bar(None, "matrix", progress) as tick:
+                        tables["matrix"] = matrix_sweep(
+                            backend, units, backend.matrix_sizes(quick), sampler=sampler,
+                            budget_s=0.1 if quick else 0.3, min_reps=3, max_reps=20 if quick else 50,
+                            progress=lambda p: tick(f"{p['unit']} n={p['n']} {p['gflops']:.4g} GFLOP/s"))
             except KeyboardInterrupt:
                 meta["status_reason"] = "interrupted"
-                write_run(run_dir, meta, {"telemetry": sampler.frame()})
+                write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
                 raise
             sampler.phase("done")
         meta["phases"] = sampler.phases
         meta["buffers_elements"] = result.buffers
-        points = summarize(samples)
+        points = summarize(tables["points"])
         cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes())
         roof = cei.roofline.to_dict()
+        if "hierarchy" in tables:
+            hpts = summarize_hierarchy(tables["hierarchy"], sweep_levels)
+            level_bw, transitions = level_ceilings(hpts, sweep_levels)
+            meta["hierarchy"] = {"transitions": transitions, "sweep_dram_Bps": level_bw.pop("dram", None),
+                                 "invalid_sizes": int((~hpts["valid"]).sum())}
+            roof["bandwidth"].update(level_bw)
+        if "shared" in tables and tables["shared"]["valid"].all():
+            roof["bandwidth"]["shared"] = float(tables["shared"]["bytes"].iloc[0]
+                                                / tables["shared"]["time_s"].median())
+        if "matrix" in tables:
+            roof["compute"].update(matrix_ceilings(tables["matrix"]))
+        roof["bandwidth"] = dict(sorted(roof["bandwidth"].items(), key=lambda kv: LEVELS.index(kv[0])))
+        ceilings = Roofline.from_dict(roof)
         valid = points[points["valid"]]
         clocks = {k: (float(valid[k].median()) if valid[k].notna().any() else None)
                   for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")}
@@ -142,7 +189,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         meta.update({
             "status": "complete",
             "ceilings": roof,
-            "ridge_points": {u: cei.roofline.ridge(u) for u in cei.roofline.compute},
+            "ridge_points": {u: ceilings.ridge(u) for u in ceilings.compute},
             "theoretical": theo["at_measured_clock"],
             "theoretical_at_max_clock": theo["at_max_clock"],
             "max_clocks_mhz": theo["max_clocks_mhz"],
@@ -152,18 +199,30 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "fit": cei.fit,
             "validation": {"points": int(len(points)), "invalid": int(len(invalid)),
                            "invalid_points": invalid[["dtype", "variant", "fmas_per_element",
-                                                      "rel_error"]].to_dict("records")},
+                                                      "rel_error"]].to_dict("records"),
+                           "invalid_matrix_sizes": int((~tables["matrix"]["valid"]).sum())
+                           if "matrix" in tables else 0},
             "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
             "noisy_points": int(points["noisy"].sum()),
         })
         if backend.name == "cpu":
             meta["implied_clock_mhz"] = implied_cpu_clock(backend, roof)
-        write_run(run_dir, meta, {"points": samples, "telemetry": sampler.frame()})
+        write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
         return MeasureResult(run_dir=run_dir, meta=meta, points=points)
     except MemoryError as e:
         raise MeasurementError(f"out of memory during the sweep: {e}") from None
     finally:
         backend.close()
+
+
+@contextmanager
+def _bar(total: int | None, desc: str, progress: bool) -> Iterator[Callable[[str], None]]:
+    """A tqdm bar on stderr; yields tick(postfix) to call once per point."""
+    with tqdm(total=total, desc=desc, unit="pt", disable=not progress or None, file=sys.stderr) as bar:
+        def tick(postfix: str) -> None:
+            bar.set_postfix_str(postfix)
+            bar.update()
+        yield tick
 
 
 def implied_cpu_clock(backend: Backend, roof: dict) -> float | None:

@@ -55,17 +55,17 @@ class SweepSettings:
 
 
 def counts(dtype: str, variant: str, fmas: int, elements: int, partial_elements: int,
-           partial_itemsize: int) -> tuple[int, int]:
-    """(FLOPs, bytes) of one launch, exactly."""
-    flops = 2 * fmas * elements
-    nbytes = elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1)
+           partial_itemsize: int, passes: int = 1) -> tuple[int, int]:
+    """(FLOPs, bytes) of one launch, exactly: `passes` streams over `elements`, partial sums once."""
+    flops = 2 * fmas * elements * passes
+    nbytes = elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1) * passes
     if variant == "ro":
         nbytes += partial_elements * partial_itemsize
     return flops, nbytes
 
 
 def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements: int,
-          partial_elements: int) -> float:
+          partial_elements: int, passes: int = 1) -> float:
     """Relative error of the last launch's output against the closed form (exact for a = -1)."""
     xp = backend.xp
     x = backend.as_float64(buf.x[:elements], buf.dtype)
@@ -75,7 +75,7 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
         err = xp.max(xp.abs(got - expect)) / xp.max(xp.abs(expect))
     else:
         got_sum = xp.sum(backend.as_float64(buf.partial[:partial_elements], buf.dtype))
-        want = xp.sum(expect)
+        want = xp.sum(expect) * passes
         err = xp.abs(got_sum - want) / xp.abs(want)
     err = float(err)
     return err if np.isfinite(err) else float("inf")

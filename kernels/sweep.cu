@@ -212,7 +212,7 @@ __device__ __forceinline__ void step(const typename Ops<T>::Vec* __restrict__ x,
 template <typename T, int FMAS, bool WRITE>
 __global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
                       typename gpuroof::Ops<T>::Partial* __restrict__ partial,
-                      unsigned long long n, double a, double b) {
+                      unsigned long long n, double a, double b, unsigned int passes) {
     using O = gpuroof::Ops<T>;
     constexpr int V = O::kVecsPerThread;
     const auto* xv = reinterpret_cast<const typename O::Vec*>(x);
@@ -229,12 +229,16 @@ __global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = O::acc_zero();
 
-    unsigned long long base = 0;
-    for (; base + per_step <= nvec; base += per_step) {
-        gpuroof::step<T, FMAS, WRITE, false>(xv, ov, acc, base + tid, threads, nvec, ca, cb);
-    }
-    if (base < nvec) {
-        gpuroof::step<T, FMAS, WRITE, true>(xv, ov, acc, base + tid, threads, nvec, ca, cb);
+    // `passes` > 1 re-streams the same range: each thread reads the same addresses every pass, so a
+    // working set that fits a cache level is served from it (the working-set sweep).
+    for (unsigned int p = 0; p < passes; ++p) {
+        unsigned long long base = 0;
+        for (; base + per_step <= nvec; base += per_step) {
+            gpuroof::step<T, FMAS, WRITE, false>(xv, ov, acc, base + tid, threads, nvec, ca, cb);
+        }
+        if (base < nvec) {
+            gpuroof::step<T, FMAS, WRITE, true>(xv, ov, acc, base + tid, threads, nvec, ca, cb);
+        }
     }
 
     if constexpr (!WRITE) {

@@ -45,17 +45,20 @@ def test_show_and_json_contract(cpu_run, capsys):
     assert out["backend"] == "cpu" and out["device"]["name"]
     assert set(out["ceilings"]) == {"bandwidth", "compute"}
     assert set(out["theoretical"]) == {"bandwidth", "compute"}
-    assert set(out["ceilings"]["compute"]) == {"float64", "float32"}
+    assert set(out["ceilings"]["compute"]) == {"float64", "float32", "float64-matrix", "float32-matrix"}
+    assert set(out["ceilings"]["bandwidth"]) == {"l1", "l2", "l3", "dram"}
+    assert set(out["theoretical"]["compute"]) >= set(out["ceilings"]["compute"])
 
 
 def test_measure_json_last_line(tmp_path, capsys):
     rc = main(["measure", "--backend", "cpu", "--quick", "--dtype", "float32", "--buffer-size", "256M",
-               "--out", str(tmp_path / "r"), "--json"])
+               "--levels", "dram", "--no-matrix", "--out", str(tmp_path / "r"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["run_dir"] == str(tmp_path / "r")
     assert list(out["ceilings"]["compute"]) == ["float32"]
-    assert out["ceilings"]["bandwidth"]["dram"] > 0
+    assert list(out["ceilings"]["bandwidth"]) == ["dram"] and out["ceilings"]["bandwidth"]["dram"] > 0
+    assert not (tmp_path / "r" / "hierarchy.csv").exists() and not (tmp_path / "r" / "matrix.csv").exists()
 
 
 def _bad(args, capsys, match):

@@ -125,7 +125,7 @@ def test_cpu_theoretical_zen5_two_cores():
 
 def test_cpu_theoretical_is_omitted_when_unknowable():
     facts = parse_cpuinfo(CPUINFO.replace("AuthenticAMD", "GenuineIntel")) | {"cores_used": 2}
-    assert cpu_theoretical(facts, 2600.0)["compute"] == {"float64": None, "float32": None}
+    assert set(cpu_theoretical(facts, 2600.0)["compute"].values()) == {None}
     assert cpu_theoretical(parse_cpuinfo(CPUINFO) | {"cores_used": 2}, None)["compute"]["float32"] is None
 
 

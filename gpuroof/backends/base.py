@@ -49,6 +49,7 @@ class Launch:
     elements: int
     partial_elements: int  # per-thread partial sums written by the read-only variant
     partial_itemsize: int
+    passes: int = 1  # times each thread streams its range in one launch (cache-sized working sets)
 
 
 class Backend:
@@ -76,7 +77,9 @@ class Backend:
     def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
         raise NotImplementedError
 
-    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int) -> Launch:
+    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
+                     passes: int = 1) -> Launch:
+        """Prepare one launch over the first `elements` of `buf`, streamed `passes` times."""
         raise NotImplementedError
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,

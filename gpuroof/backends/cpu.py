@@ -114,6 +114,8 @@ def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:
         width, pipes = unit
         lanes = width // (8 * ITEMSIZE[dtype])
         compute[dtype] = facts["cores_used"] * lanes * pipes * 2 * clock_mhz * 1e6
+    # BLAS runs on the same vector FMA pipes: the matrix unit's peak is the vector one.
+    compute |= {f"{d}-matrix": v for d, v in compute.items()}
     return {"compute": compute, "bandwidth": {"dram": None}}  # DIMM speed and channels: not visible
 
 
@@ -233,9 +235,12 @@ class CpuBackend(Backend):
         partial = np.empty(self.threads * self._k.LANES, dtype=dtype)
         return SweepBuffers(dtype=dtype, x=x, out=out, partial=partial, elements=n, granule=granule)
 
-    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int) -> Launch:
+    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
+                     passes: int = 1) -> Launch:
         if elements % buf.granule or not 0 < elements <= buf.elements:
             raise ValueError(f"elements={elements} must be a positive multiple of {buf.granule} ≤ {buf.elements}")
+        if passes < 1:
+            raise ValueError(f"passes={passes} must be ≥ 1")
         t = np.dtype(buf.dtype).type
         a, b = t(-1.0), t(3.0)
         x = buf.x[:elements]
@@ -244,18 +249,18 @@ class CpuBackend(Backend):
             out = buf.out[:elements]
 
             def run() -> None:
-                self._k.sweep_rw(x, out, fmas, a, b, threads)
+                self._k.sweep_rw(x, out, fmas, a, b, threads, passes)
             partial_elements = 0
         elif variant == "ro":
             partial = buf.partial.reshape(threads, self._k.LANES)
 
             def run() -> None:
-                self._k.sweep_ro(x, partial, fmas, a, b, threads)
+                self._k.sweep_ro(x, partial, fmas, a, b, threads, passes)
             partial_elements = buf.partial.size
         else:
             raise ValueError(f"variant {variant!r}: allowed ro, rw")
         return Launch(run=run, elements=elements, partial_elements=partial_elements,
-                      partial_itemsize=ITEMSIZE[buf.dtype])
+                      partial_itemsize=ITEMSIZE[buf.dtype], passes=passes)
 
     def compile(self, dtype: str) -> None:
         """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
@@ -287,3 +292,56 @@ class CpuBackend(Backend):
 
     def theoretical(self, sm_clock_mhz: float | None, mem_clock_mhz: float | None) -> dict:
         return cpu_theoretical(self.facts, sm_clock_mhz)
+
+    # -- cache levels ---------------------------------------------------------------------------
+
+    def cache_levels(self) -> list:
+        """l1, l2, l3 (as sysfs has them) and dram. A per-core cache counts once per core in use:
+        every thread streams its own share of the working set."""
+        from gpuroof.hierarchy import Level
+
+        levels = []
+        for c in sorted(self.caches, key=lambda c: c["level"]):
+            instances = -(-self.threads // max(1, c["shared_by_cpus"]))
+            kind = "per core" if c["shared_by_cpus"] == 1 else f"shared by {c['shared_by_cpus']} CPUs"
+            levels.append(Level(f"l{c['level']}", c["size_bytes"] * instances,
+                                f"{c['size_bytes']} B {kind}, {instances} in use"))
+        return levels + [Level("dram", None, "main memory")]
+
+    def hierarchy_bytes_per_launch(self) -> int:
+        """Bytes one working-set launch streams: enough that numba's parallel launch (~50 µs) is
+        noise even at L1 bandwidth."""
+        return 512 << 20
+
+    # -- matrix units --------------------------------------------------------------------------
+
+    def matrix_units(self) -> tuple[str, ...]:
+        return ("float32", "float64")
+
+    def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
+        return (512, 1024, 2048) if quick else (256, 512, 1024, 1536, 2048, 3072, 4096)
+
+    def gemm(self, unit: str, n: int):
+        return cpu_gemm(unit, n)
+
+
+def cpu_gemm(unit: str, n: int) -> "Gemm":
+    """n×n float32/float64 GEMM through numpy's BLAS (all threads), checked on sampled rows."""
+    from gpuroof.matrix import Gemm, rel_error, sample_rows
+
+    if unit not in ("float32", "float64"):
+        raise UsageError(f"matrix unit {unit}: the cpu backend has float32 and float64 (numpy BLAS)")
+    rng = np.random.default_rng(n)
+    a = rng.uniform(-1, 1, (n, n)).astype(unit)
+    b = rng.uniform(-1, 1, (n, n)).astype(unit)
+    c = np.empty((n, n), dtype=unit)
+    rows = sample_rows(n)
+
+    def run() -> None:
+        np.matmul(a, b, out=c)
+
+    def check() -> float:
+        return rel_error(c[rows].astype(np.float64), a[rows].astype(np.float64) @ b.astype(np.float64))
+
+    size = np.dtype(unit).itemsize
+    return Gemm(unit=unit, n=n, run=run, check=check, itemsize_in=size, itemsize_out=size)

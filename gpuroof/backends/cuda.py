@@ -56,6 +56,30 @@ FMA_LANES_PER_SM: dict[tuple[int, int], dict[str, int | None]] = {
     (9, 0): {"float64": 64, "float32": 128, "float16": 256, "bfloat16": 256},  # H100 / H200
 }
 
+#: Dense matrix-unit FLOP per clock per SM (an FMA counts 2), from NVIDIA's architecture whitepapers:
+#: A100 312 TFLOP/s fp16 dense = 108 SMs x 2048 x 1.41 GHz; H100 SXM 989 TFLOP/s = 132 x 4096 x 1.83 GHz.
+#: int8 is in integer OP per clock. A unit or architecture missing here has no theoretical peak.
+MATRIX_FLOP_PER_SM_CLOCK: dict[tuple[int, int], dict[str, int]] = {
+    (8, 0): {"float16": 2048, "bfloat16": 2048, "tf32": 1024, "float64": 128, "int8": 4096},
+    (9, 0): {"float16": 4096, "bfloat16": 4096, "tf32": 2048, "float64": 256, "int8": 8192},
+}
+
+#: Unified L1 / shared memory per SM (bytes) by architecture; the L1 level's capacity is this times
+#: the multiprocessors (each SM caches its own share of a grid-stride working set).
+L1_PER_SM: dict[tuple[int, int], int] = {(7, 0): 128 << 10, (8, 0): 192 << 10, (8, 6): 128 << 10,
+                                         (8, 9): 128 << 10, (9, 0): 256 << 10}
+
+#: cudaDataType values (library_types.h) and cuBLAS GEMM settings per matrix unit:
+#: (input type, output type, compute type name in cupy's cublas module, numpy storage, alpha dtype).
+CUDA_R = {"16F": 2, "16BF": 14, "32F": 0, "64F": 1, "8I": 3, "32I": 10}
+GEMM_UNITS = {
+    "float16": ("16F", "16F", "CUBLAS_COMPUTE_32F", "float16", "float16", "float32"),
+    "bfloat16": ("16BF", "16BF", "CUBLAS_COMPUTE_32F", "uint16", "uint16", "float32"),
+    "tf32": ("32F", "32F", "CUBLAS_COMPUTE_32F_FAST_TF32", "float32", "float32", "float32"),
+    "float64": ("64F", "64F", "CUBLAS_COMPUTE_64F", "float64", "float64", "float64"),
+    "int8": ("8I", "32I", "CUBLAS_COMPUTE_32I", "int8", "int32", "int32"),
+}
+
 _MIB = 1 << 20
 _GIB = 1 << 30
 #: Elements filled per step when writing the input on the device (bounds the temporaries to ~100 MiB).
@@ -150,6 +174,13 @@ def bf16_bits_from_float64(xp: Any, values: Any) -> Any:
 def float64_from_bf16_bits(xp: Any, bits: Any) -> Any:
     """float64 values of bfloat16 bit patterns (exact: bf16 is the top half of a float32)."""
     return (bits.astype(xp.uint32) << xp.uint32(16)).view(xp.float32).astype(xp.float64)
+
+
+def _round_tf32(a: np.ndarray) -> np.ndarray:
+    """float64 values rounded to tf32 (10 explicit mantissa bits) as the tensor cores read float32."""
+    bits = a.astype(np.float32).view(np.uint32)
+    bits = (bits + np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    return bits.view(np.float32).astype(np.float64)
 
 
 def _version(v: int | None) -> str | None:
@@ -447,7 +478,8 @@ class CudaBackend(Backend):
             for write in (False, True):
                 self._kernel(dtype, fmas, write)
 
-    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int) -> Launch:
+    def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
+                     passes: int = 1) -> Launch:
         if variant not in VARIANTS:
             raise UsageError(f"variant {variant!r}: allowed {', '.join(VARIANTS)}")
         if fmas not in SWEEP_FMAS:
@@ -462,8 +494,10 @@ class CudaBackend(Backend):
         if threads > buf.partial.size:
             raise MeasurementError(f"grid of {threads} threads exceeds the partial buffer "
                                    f"({buf.partial.size}); occupancy reported more than fits an SM")
+        if not 1 <= passes < 2**32:
+            raise UsageError(f"passes {passes}: must be between 1 and 2**32 - 1")
         args = (buf.x, buf.out, buf.partial, np.uint64(elements), np.float64(SWEEP_A),
-                np.float64(SWEEP_B))
+                np.float64(SWEEP_B), np.uint32(passes))
         cp, device, stream = self._cp, self._device, self._stream
         errors = (cp.cuda.driver.CUDADriverError, cp.cuda.runtime.CUDARuntimeError)
         label = name_expression(buf.dtype, fmas, write)
@@ -484,7 +518,129 @@ class CudaBackend(Backend):
 
         return Launch(run=_BlockingCall(enqueue, wait), elements=int(elements),
                       partial_elements=threads if not write else 0,
-                      partial_itemsize=int(buf.partial.itemsize))
+                      partial_itemsize=int(buf.partial.itemsize), passes=int(passes))
+
+    # -- cache levels and shared memory ------------------------------------------------------------
+
+    def cache_levels(self) -> list:
+        """shared (its own kernel), l1 (per-SM share of the working set), l2, dram."""
+        from gpuroof.hierarchy import Level
+
+        sms = self._info["multiprocessors"] or 0
+        l1 = L1_PER_SM.get(_parse_cc(self._info["compute_capability"]) or (-1, -1))
+        levels = [Level("shared", None, f"{self._info['shared_memory_per_multiprocessor']} B per SM")]
+        if l1 and sms:
+            levels.append(Level("l1", l1 * sms, f"{l1} B unified L1/shared per SM x {sms} SMs"))
+        levels.append(Level("l2", self.cache_bytes(), "device-wide"))
+        return levels + [Level("dram", None, "device memory")]
+
+    def hierarchy_bytes_per_launch(self) -> int:
+        """4 GiB per launch: about a millisecond even at L2 bandwidth, far above launch overhead."""
+        return 4 << 30
+
+    def shared_bandwidth(self, *, budget_s: float, min_reps: int, max_reps: int) -> dict:
+        """Shared-memory read bandwidth (kernels/shared_bw.cu), validated against its closed form."""
+        cp = self._cp
+        tile = 2048  # float4s, as GPUROOF_SHARED_TILE in the kernel
+        with self._device:
+            mod = cp.RawModule(code=kernel_source("shared_bw.cu"), options=COMPILE_OPTIONS)
+            kernel = mod.get_function("shared_read")
+            try:
+                per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                    kernel.kernel.ptr, BLOCK, 0))
+            except Exception:
+                per_sm = 1
+            blocks = max(1, per_sm) * (self._info["multiprocessors"] or 1)
+            values = sweep_input(cp.arange(tile * 4, dtype=cp.int64)).astype(cp.float32)
+            partial = cp.full(blocks * BLOCK, np.nan, dtype=cp.float32)
+            passes = 2000
+            args = (values, partial, np.uint32(passes))
+
+            def run() -> None:
+                kernel((blocks,), (BLOCK,), args)
+                self._stream.synchronize()
+
+            times = self.time(run, warmup=1, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
+            want = float(values.astype(cp.float64).sum()) * blocks * passes
+            got = float(partial.astype(cp.float64).sum())
+        nbytes = blocks * tile * 16 * passes
+        return {"times_s": times, "bytes": nbytes, "rel_error": abs(got - want) / want,
+                "blocks": blocks, "passes": passes}
+
+    # -- matrix units (cuBLAS) ---------------------------------------------------------------------
+
+    def matrix_units(self) -> tuple[str, ...]:
+        cc = _parse_cc(self._info["compute_capability"]) or (0, 0)
+        units = ["float16", "tf32", "float64"]
+        if cc >= (8, 0):
+            units.insert(1, "bfloat16")  # bf16 tensor cores from Ampere on
+        if cc >= (7, 5):
+            units.append("int8")
+        return tuple(units)
+
+    def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
+        return (2048, 4096, 8192) if quick else (1024, 2048, 4096, 8192, 12288, 16384)
+
+    def gemm(self, unit: str, n: int):
+        """n x n x n GEMM through cublasGemmEx (row-major C = A @ B as column-major B^T A^T)."""
+        from cupy.cuda import cublas
+
+        from gpuroof.matrix import Gemm, rel_error, sample_rows
+
+        if unit not in GEMM_UNITS:
+            raise UsageError(f"matrix unit {unit}: the CUDA backend has {', '.join(GEMM_UNITS)}")
+        a_t, c_t, compute, in_store, out_store, alpha_t = GEMM_UNITS[unit]
+        cp = self._cp
+        itemsize_in, itemsize_out = np.dtype(in_store).itemsize, np.dtype(out_store).itemsize
+        need = 2 * n * n * itemsize_in + n * n * itemsize_out
+        if need > 0.8 * self.free_memory_bytes():
+            raise MemoryError(f"GEMM {n}: needs {_gib(need)}")
+        rng = np.random.default_rng(n)
+        with self._device:
+            if unit == "int8":
+                a64 = rng.integers(-8, 8, (n, n)).astype(np.float64)
+                b64 = rng.integers(-8, 8, (n, n)).astype(np.float64)
+                a, b = cp.asarray(a64.astype(np.int8)), cp.asarray(b64.astype(np.int8))
+            else:
+                a = cp.asarray(rng.uniform(-1, 1, (n, n)))
+                b = cp.asarray(rng.uniform(-1, 1, (n, n)))
+                if unit == "bfloat16":
+                    a, b = bf16_bits_from_float64(cp, a), bf16_bits_from_float64(cp, b)
+                    a64 = cp.asnumpy(float64_from_bf16_bits(cp, a))
+                    b64 = cp.asnumpy(float64_from_bf16_bits(cp, b))
+                else:
+                    a, b = a.astype(in_store), b.astype(in_store)
+                    a64, b64 = cp.asnumpy(a).astype(np.float64), cp.asnumpy(b).astype(np.float64)
+                    if unit == "tf32":  # the reference sees what the tensor cores see
+                        a64, b64 = _round_tf32(a64), _round_tf32(b64)
+            c = cp.empty((n, n), dtype=out_store)
+            self._stream.synchronize()
+        alpha = np.ones(1, dtype=alpha_t)
+        beta = np.zeros(1, dtype=alpha_t)
+        handle = cp.cuda.device.get_cublas_handle()
+        compute_type = getattr(cublas, compute)
+        rows = sample_rows(n)
+
+        def run() -> None:
+            with self._device:
+                cublas.gemmEx(handle, 0, 0, n, n, n, alpha.ctypes.data, b.data.ptr, CUDA_R[a_t], n,
+                              a.data.ptr, CUDA_R[a_t], n, beta.ctypes.data, c.data.ptr, CUDA_R[c_t], n,
+                              compute_type, -1)  # CUBLAS_GEMM_DEFAULT
+                self._stream.synchronize()
+
+        def check() -> float:
+            got = c[rows]
+            got = float64_from_bf16_bits(cp, got) if unit == "bfloat16" else got.astype(cp.float64)
+            return rel_error(cp.asnumpy(got), a64[rows] @ b64)
+
+        return Gemm(unit=unit, n=n, run=run, check=check, itemsize_in=itemsize_in,
+                    itemsize_out=itemsize_out)
+
+    def matrix_theoretical(self, sm_clock_mhz: float | None) -> dict[str, float | None]:
+        table = MATRIX_FLOP_PER_SM_CLOCK.get(_parse_cc(self._info["compute_capability"]) or (-1, -1), {})
+        sms = self._info["multiprocessors"]
+        return {f"{u}-matrix": (table[u] * sms * sm_clock_mhz * 1e6 if u in table and sms and sm_clock_mhz
+                                else None) for u in self.matrix_units()}
 
     # -- timing --------------------------------------------------------------------------------
 
@@ -546,8 +702,10 @@ class CudaBackend(Backend):
         return (None if sm is None else float(sm), None if mem is None else float(mem))
 
     def theoretical(self, sm_clock_mhz: float | None, mem_clock_mhz: float | None) -> dict:
-        return theoretical_peaks(self._info["compute_capability"], self._info["multiprocessors"],
-                                 sm_clock_mhz, self._info["memory_bus_width_bits"], mem_clock_mhz)
+        peaks = theoretical_peaks(self._info["compute_capability"], self._info["multiprocessors"],
+                                  sm_clock_mhz, self._info["memory_bus_width_bits"], mem_clock_mhz)
+        peaks["compute"].update(self.matrix_theoretical(sm_clock_mhz))
+        return peaks
 
     def close(self) -> None:
         self._kernels.clear()

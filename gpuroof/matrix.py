@@ -1,0 +1,100 @@
+"""Matrix-unit ceilings: square GEMMs through the vendor library, swept in size until the rate plateaus.
+
+On the GPU the library is cuBLAS (tensor cores for float16, bfloat16, tf32 and int8; DMMA for float64
+where the card has it); on the CPU numpy's BLAS. Each unit becomes a compute ceiling named
+`<dtype>-matrix`. Every size's result is checked against a float64 product of the same (rounded)
+inputs on a sample of rows before its time counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+#: Relative tolerance (max |C - ref| / max |ref|) per unit: accumulation and output rounding only,
+#: since the reference uses the very inputs the library saw (already rounded to the unit's type).
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "tf32": 1e-2, "float16": 5e-3, "bfloat16": 2e-2,
+             "int8": 0.0}
+
+#: Stop growing the size once a step gains less than this (the rate has plateaued) twice in a row.
+PLATEAU_GAIN = 0.02
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One prepared n×n×n GEMM: `run()` blocks; `check()` returns the relative error of the output."""
+
+    unit: str
+    n: int
+    run: Callable[[], None]
+    check: Callable[[], float]
+    itemsize_in: int
+    itemsize_out: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.n ** 3  # n² outputs, n multiply-adds each; an FMA counts 2
+
+    @property
+    def bytes(self) -> int:
+        """Compulsory traffic: A and B read once, C written once."""
+        return 2 * self.n * self.n * self.itemsize_in + self.n * self.n * self.itemsize_out
+
+
+def sample_rows(n: int, rows: int = 8) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, rows).astype(np.int64))
+
+
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    scale = float(np.max(np.abs(ref))) or 1.0
+    err = float(np.max(np.abs(got - ref))) / scale
+    return err if np.isfinite(err) else float("inf")
+
+
+def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *, budget_s: float,
+                 min_reps: int, max_reps: int, sampler: Any = None,
+                 progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Time GEMMs of growing size per unit; one row per timed repetition (long form)."""
+    rows: list[dict] = []
+    for unit in units:
+        if sampler is not None:
+            sampler.phase(f"matrix {unit}")
+        best, flat = 0.0, 0
+        for n in sizes:
+            try:
+                g = backend.gemm(unit, n)
+            except MemoryError:
+                break  # the next sizes do not fit either; the plateau has what fit
+            t0 = sampler.now() if sampler is not None else 0.0
+            times = backend.time(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
+            t1 = sampler.now() if sampler is not None else 0.0
+            err = g.check()
+            valid = err <= TOLERANCE[unit]
+            tel = sampler.window(t0, t1) if sampler is not None else {}
+            rate = g.flops / float(np.median(times))
+            for rep, t in enumerate(times):
+                rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "rep": rep, "time_s": float(t),
+                             "flops": g.flops, "bytes": g.bytes, "valid": valid, "rel_error": err,
+                             "t_start_s": t0, "t_end_s": t1, **tel})
+            if progress:
+                progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid})
+            del g
+            if not valid:
+                continue
+            flat = flat + 1 if rate < best * (1 + PLATEAU_GAIN) else 0
+            best = max(best, rate)
+            if flat >= 2:
+                break
+    return pd.DataFrame(rows)
+
+
+def matrix_ceilings(samples: pd.DataFrame) -> dict[str, float]:
+    """Best median rate over the valid sizes of each unit (the top of its plateau)."""
+    if samples.empty:
+        return {}
+    ok = samples[samples["valid"]]
+    med = ok.groupby(["unit", "n"])["time_s"].median().reset_index()
+    med["flops_per_s"] = ok.groupby(["unit", "n"])["flops"].first().values / med["time_s"]
+    return {u: float(df["flops_per_s"].max()) for u, df in med.groupby("unit", sort=False)}

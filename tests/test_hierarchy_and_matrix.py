@@ -1,0 +1,99 @@
+"""Cache-level and matrix-unit ceilings: the CPU end to end, plateau naming, GEMM checks, bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuroof.backends.cpu import CpuBackend, cpu_gemm
+from gpuroof.cli import main
+from gpuroof.errors import UsageError
+from gpuroof.hierarchy import (Level, level_ceilings, parse_levels, plateau_level, working_set_sizes)
+from gpuroof.matrix import matrix_ceilings
+
+CPU_LEVELS = [Level("l1", 96 << 10), Level("l2", 2 << 20), Level("l3", 32 << 20), Level("dram", None)]
+
+
+def test_cpu_run_finds_l1_above_l2_above_l3_above_dram(cpu_run):
+    bw = cpu_run.meta["ceilings"]["bandwidth"]
+    assert list(bw) == ["l1", "l2", "l3", "dram"]
+    assert bw["l1"] > bw["l2"] > bw["l3"] > bw["dram"]
+    h = pd.read_csv(cpu_run.run_dir / "hierarchy.csv")
+    assert h["valid"].all()
+    assert h["working_set_bytes"].min() == 16 << 10
+    assert h["working_set_bytes"].max() >= 4 * cpu_run.meta["device"]["llc_bytes"]
+    assert {t["from"] for t in cpu_run.meta["hierarchy"]["transitions"]} == {"l1", "l2", "l3"}
+
+
+def test_cpu_run_has_validated_matrix_ceilings(cpu_run):
+    compute = cpu_run.meta["ceilings"]["compute"]
+    m = pd.read_csv(cpu_run.run_dir / "matrix.csv")
+    assert m["valid"].all() and set(m["unit"]) == {"float32-matrix", "float64-matrix"}
+    assert compute["float32-matrix"] > compute["float64-matrix"] > 0
+    assert (m["flops"] == 2 * m["n"] ** 3).all()
+
+
+def test_working_set_sizes_cover_the_range_geometrically():
+    sizes = working_set_sizes(16 << 10, 128 << 20, 2)
+    assert sizes[0] == 16 << 10 and sizes[-1] >= 128 << 20
+    ratios = np.diff(np.log2(sizes))
+    assert np.allclose(ratios, 0.5, atol=0.01)
+
+
+@pytest.mark.parametrize("ws,level", [(16 << 10, "l1"), (48 << 10, "l1"), (96 << 10, None),
+                                      (256 << 10, "l2"), (1 << 20, "l2"), (3 << 20, None),
+                                      (8 << 20, "l3"), (40 << 20, None), (64 << 20, "dram")])
+def test_plateau_level_names_sets_well_inside_a_level(ws, level):
+    assert plateau_level(ws, CPU_LEVELS) == level
+
+
+def test_level_ceilings_are_plateau_medians_with_transitions():
+    pts = pd.DataFrame({"working_set_bytes": [16e3, 32e3, 300e3, 600e3, 8e6, 16e6, 70e6, 128e6],
+                        "bandwidth_Bps": [500, 520, 300, 310, 150, 140, 40, 42],
+                        "valid": True})
+    pts["level"] = [plateau_level(int(w), CPU_LEVELS) for w in pts["working_set_bytes"]]
+    bw, transitions = level_ceilings(pts, CPU_LEVELS)
+    assert bw == {"l1": 510, "l2": 305, "l3": 145, "dram": 41}
+    assert [t["from"] for t in transitions] == ["l1", "l2", "l3"]
+    assert transitions[0]["working_set_bytes"] == 300e3
+
+
+def test_parse_levels_checks_names_and_the_device():
+    have = ("l1", "l2", "l3", "dram")
+    assert parse_levels(None, have) == have
+    assert parse_levels("dram,l1", have) == ("l1", "dram")
+    with pytest.raises(UsageError, match="unknown level l9"):
+        parse_levels("l1,l9", have)
+    with pytest.raises(UsageError, match="no shared level"):
+        parse_levels("shared", have)
+
+
+def test_cpu_gemm_is_checked_against_float64():
+    g = cpu_gemm("float32", 128)
+    g.run()
+    assert g.check() < 1e-5
+    assert g.flops == 2 * 128 ** 3 and g.bytes == 3 * 128 * 128 * 4
+
+
+def test_matrix_ceiling_ignores_invalid_sizes():
+    df = pd.DataFrame({"unit": ["float32-matrix"] * 4, "n": [64, 64, 128, 128], "time_s": [1e-3, 1e-3, 1e-4, 1e-4],
+                       "flops": [2 * 64 ** 3] * 2 + [2 * 128 ** 3] * 2, "valid": [True, True, False, False]})
+    assert matrix_ceilings(df) == {"float32-matrix": pytest.approx(2 * 64 ** 3 / 1e-3)}
+
+
+def test_cpu_cache_levels_count_per_core_caches_once_per_thread():
+    b = CpuBackend()
+    levels = {lv.name: lv for lv in b.cache_levels()}
+    assert set(levels) >= {"l1", "dram"}
+    l1 = next(c for c in b.caches if c["level"] == 1)
+    if l1["shared_by_cpus"] == 1:
+        assert levels["l1"].capacity_bytes == l1["size_bytes"] * b.threads
+
+
+def _bad(args, capsys, match):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+
+
+def test_levels_bad_input(capsys):
+    _bad(["measure", "--backend", "cpu", "--levels", "l1,l7"], capsys, "unknown level l7")
+    _bad(["measure", "--backend", "cpu", "--levels", "shared"], capsys, "no shared level")
