@@ -133,3 +133,14 @@ def test_partial_run_is_reported_not_shown(capsys, tmp_path):
 def test_unknown_subcommand_and_option(capsys):
     _bad(["frobnicate"], capsys, "invalid choice")
     _bad(["measure", "--nope"], capsys, "unrecognized arguments")
+
+
+def test_info_lists_the_cpu_with_its_peaks(capsys):
+    assert main(["info", "--backend", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["backend"] == "cpu" and len(out["devices"]) == 1
+    dev = out["devices"][0]
+    assert dev["dtypes"] == ["float64", "float32"]
+    assert dev["device"]["caches"] and dev["device"]["threads"] >= 1
+    assert main(["info", "--backend", "cpu"]) == 0
+    assert "device 0:" in capsys.readouterr().out
