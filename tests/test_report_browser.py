@@ -1,0 +1,242 @@
+"""report.html in a real headless Chromium: it renders, no console error, every image loaded; a screenshot.
+
+The browser is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON messages
+ending in NUL on file descriptors 3 and 4), which needs nothing but the standard library: no selenium,
+no playwright, no websocket client. The test skips with a reason where no Chromium is installed;
+`.ci/run` installs Debian's `chromium` package so that CI runs it.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuroof.report import write_report
+
+try:
+    from test_plots import make_synthetic_run, real_cpu_run
+except ImportError:  # tests/ imported as a package
+    from tests.test_plots import make_synthetic_run, real_cpu_run
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+         "--remote-debugging-pipe")
+
+
+#: Moves two inherited descriptors to 3 and 4 (via high numbers, so neither clobbers the other), then
+#: becomes the browser.
+TRAMPOLINE = (
+    "import fcntl, os, sys\n"
+    "r, w = (fcntl.fcntl(int(a), fcntl.F_DUPFD, 64) for a in sys.argv[1:3])\n"
+    "os.dup2(r, 3); os.dup2(w, 4); os.close(r); os.close(w)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def find_browser() -> str | None:
+    env = os.environ.get("GPUROOF_CHROMIUM")
+    if env:
+        return env
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class BrowserError(RuntimeError):
+    pass
+
+
+class Chromium:
+    """A headless Chromium and one page, spoken to over the DevTools pipe."""
+
+    def __init__(self, exe: str, timeout_s: float = 60.0):
+        self.timeout_s = timeout_s
+        self.profile = tempfile.mkdtemp(prefix="gpuroof-chromium-")
+        to_browser_r, self._w = os.pipe()
+        self._r, from_browser_w = os.pipe()
+        # the browser reads commands on fd 3 and writes replies on fd 4: a tiny trampoline puts our pipes there
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TRAMPOLINE, str(to_browser_r), str(from_browser_w), exe, *FLAGS,
+             f"--user-data-dir={self.profile}", "--window-size=1280,900", "about:blank"],
+            pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buf = b""
+        self._id = 0
+        self.events: list[dict] = []
+        self.session: str | None = None
+
+    def send(self, method: str, params: dict | None = None, session: bool = True) -> dict:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if session and self.session:
+            msg["sessionId"] = self.session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        while True:
+            reply = self._read()
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise BrowserError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def _read(self, deadline: float | None = None) -> dict:
+        deadline = deadline or time.monotonic() + self.timeout_s
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrowserError("timed out waiting for the browser")
+            ready, _, _ = select.select([self._r], [], [], left)
+            if ready:
+                chunk = os.read(self._r, 1 << 20)
+                if not chunk:
+                    raise BrowserError(f"browser closed the pipe (exit {self.proc.poll()})")
+                self._buf += chunk
+        raw, _, self._buf = self._buf.partition(b"\0")
+        return json.loads(raw)
+
+    def wait_event(self, method: str) -> dict:
+        for e in self.events:
+            if e.get("method") == method:
+                return e
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            e = self._read(deadline)
+            self.events.append(e)
+            if e.get("method") == method:
+                return e
+
+    def open_page(self) -> None:
+        """A fresh tab; events from here on belong to it."""
+        self.session = None
+        self.events = []
+        target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
+                                 session=False)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable")
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", session=False)
+        except (BrowserError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # only the group this test started
+            self.proc.wait(timeout=10)
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def load_in_browser(b: Chromium, page: Path, screenshot: Path) -> dict:
+    """Open `page` in a new tab; return console errors, image states, the page text; save a full-page PNG."""
+    b.open_page()
+    b.send("Page.navigate", {"url": page.resolve().as_uri()})
+    b.wait_event("Page.loadEventFired")
+    images = b.send("Runtime.evaluate", {"returnByValue": True, "expression": """
+        Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, w: i.naturalWidth,
+                                               h: i.naturalHeight, shown: i.getBoundingClientRect().width}))
+    """})["result"]["value"]
+    info = b.send("Runtime.evaluate", {"returnByValue": True, "expression": """
+        ({title: document.title, text: document.body.innerText, scripts: document.scripts.length,
+          h2: Array.from(document.querySelectorAll('h2')).map(h => h.textContent),
+          width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight})
+    """})["result"]["value"]
+    metrics = b.send("Page.getLayoutMetrics")
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    shot = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                             "clip": {"x": 0, "y": 0, "width": size["width"],
+                                                      "height": size["height"], "scale": 1}})
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    time.sleep(0.2)  # let late console messages arrive
+    while True:
+        ready, _, _ = select.select([b._r], [], [], 0)
+        if not ready and b"\0" not in b._buf:
+            break
+        b.events.append(b._read())
+    errors = []
+    for e in b.events:
+        if e.get("sessionId") != b.session:
+            continue
+        m, p = e.get("method"), e.get("params", {})
+        if m == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            errors.append(f"{d.get('text')} {(d.get('exception') or {}).get('description', '')}")
+        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            errors.append(" ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+        elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
+            errors.append(f"{p['entry'].get('source')}: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+    return {"errors": errors, "images": images, **info}
+
+
+needs_browser = pytest.mark.skipif(find_browser() is None, reason="no Chromium installed (Debian: apt-get "
+                                   "install chromium; or set GPUROOF_CHROMIUM to a Chrome binary)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = find_browser()
+    assert exe
+    b = Chromium(exe)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@needs_browser
+@pytest.mark.parametrize("kind", ["synthetic-gpu", "real-cpu"])
+def test_report_renders_in_headless_chromium(kind, browser, tmp_path, tmp_path_factory):
+    run = make_synthetic_run(tmp_path / "run") if kind == "synthetic-gpu" else real_cpu_run(tmp_path_factory)
+    page = write_report(run, tmp_path / "report.html")
+    shot = tmp_path / f"report-{kind}.png"
+    got = load_in_browser(browser, page, shot)
+    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
+    if keep:  # to look at it: GPUROOF_SCREENSHOT_DIR=/tmp/shots pytest tests/test_report_browser.py
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    assert got["errors"] == [], got["errors"]
+    assert got["scripts"] == 0
+    expected = 3 + (run / "hierarchy.csv").exists()  # roofline, sweep, telemetry (+ hierarchy)
+    assert len(got["images"]) == expected
+    for img in got["images"]:
+        assert img["complete"] and img["w"] > 300 and img["h"] > 200 and img["shown"] > 300, img
+    assert got["h2"][:3] == ["Warnings", "Ceilings: measured against theoretical", "Figures"]
+    assert "Command and versions" in got["h2"]
+    assert got["width"] <= 1300  # nothing forces a horizontal scroll at 1280 px
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+@needs_browser
+def test_the_browser_check_sees_a_broken_image_and_a_script_error(browser, tmp_path):
+    """The checks above would catch a broken page: prove it on one."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head>'
+                    '<body><img src="data:image/png;base64,AAAA" alt="bad"><img src="missing.png" alt="gone">'
+                    "<script>console.error('boom'); undefined_function();</script></body></html>")
+    got = load_in_browser(browser, page, tmp_path / "broken.png")
+    assert any("boom" in e for e in got["errors"]) and any("undefined_function" in e for e in got["errors"])
+    assert any("ERR_FILE_NOT_FOUND" in e for e in got["errors"])  # the missing file
+    assert [img["w"] for img in got["images"]] == [0, 0]
