@@ -195,15 +195,31 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int) -> Ceiling
     for dtype, df in ok[ok["flops"] > 0].groupby("dtype", sort=False):
         compute[dtype] = plateau(df, "flops_per_s", dtype)
     roof = Roofline(bandwidth={"dram": bw}, compute=compute)
-    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof))
+    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof, dram_min_working_set))
 
 
-def fit_quality(points: pd.DataFrame, roof: Roofline) -> dict:
-    """How well the points follow min(P, B·I): measured time against the predicted time per point."""
+#: A cache-resident point is kept in the fit only when its intensity is this many times the ridge:
+#: there its bytes cost nothing next to its FLOPs, wherever they come from.
+FIT_COMPUTE_MARGIN = 4.0
+
+
+def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int = 0) -> dict:
+    """How well the points follow min(P, B·I): measured time against the predicted time per point.
+
+    Compute-bound points run on fewer elements to keep launches short, so some work in a cache;
+    near the ridge their bytes do not come from DRAM and the DRAM roofline does not describe them.
+    Those (working set below `dram_min_working_set` and intensity under FIT_COMPUTE_MARGIN × ridge)
+    are left out of the fit and counted.
+    """
     rel = []
     worst = None
+    excluded = 0
     for r in points.itertuples():
         if r.dtype not in roof.compute:
+            continue
+        if (r.working_set_bytes < dram_min_working_set
+                and r.intensity_flop_per_byte < FIT_COMPUTE_MARGIN * roof.ridge(r.dtype)):
+            excluded += 1
             continue
         pred = roof.predicted_time(r.flops, r.bytes, r.dtype)
         dev = pred / r.time_s - 1  # achieved rate relative to the model's
@@ -213,4 +229,5 @@ def fit_quality(points: pd.DataFrame, roof: Roofline) -> dict:
                      "intensity_flop_per_byte": float(r.intensity_flop_per_byte), "deviation": float(dev)}
     return {"points": len(rel), "median_abs_deviation": float(np.median(rel)) if rel else None,
             "max_abs_deviation": float(max(rel)) if rel else None, "worst_point": worst,
+            "excluded_cache_resident": excluded,
             "deviation": "achieved rate / min(P, B*I) - 1, per point"}

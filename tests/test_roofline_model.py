@@ -89,6 +89,15 @@ def test_no_dram_sized_point_is_an_error():
         extract_ceilings(pts, dram_min_working_set=1 << 30)
 
 
+def test_fit_leaves_out_cache_resident_points_near_the_ridge():
+    pts = _points([("float32", "rw", 0, 1 << 30, 0, 1e9, 0.01, True),        # DRAM-sized: kept
+                   ("float32", "rw", 8, 1 << 20, 1e10, 1e9, 0.001, True),    # I=10 in cache: left out
+                   ("float32", "ro", 2048, 1 << 20, 1e12, 1e7, 1.0, True)])  # I=1e5: kept
+    fit = fit_quality(pts, ROOF, dram_min_working_set=1 << 30)
+    assert fit["points"] == 2 and fit["excluded_cache_resident"] == 1
+    assert fit["max_abs_deviation"] == pytest.approx(0.0)
+
+
 def test_fit_reports_the_worst_point():
     pts = _points([("float32", "rw", 0, 1, 0, 1e9, 0.01, True),      # on the roof
                    ("float32", "rw", 4, 1, 1e10, 1e9, 0.02, True)])  # I=10: predicted 0.01 s, half

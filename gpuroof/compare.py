@@ -1,0 +1,573 @@
+"""`gpuroof compare`: runs side by side (cards, nodes): ceilings, ridges, clocks, workloads, sick nodes.
+
+One row per run: every measured ceiling with its theoretical value and ratio, ridge points, median
+clocks and power, and the workloads' time and efficiency with speedups relative to a baseline run.
+Runs of the same device model form a group: a run whose ceiling sits more than a threshold below the
+group's median is flagged (the "sick node" of a cluster). Compare only reads run directories;
+it never measures.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from gpuroof.errors import UsageError
+from gpuroof.merge import find_runs
+from gpuroof.results import Run, dumps, load_run
+from gpuroof.units import si
+
+FORMATS = ("table", "markdown", "csv", "json")
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+KEY = ["name", "case", "dtype"]  # a workload case across runs
+
+#: A run whose ceiling is this fraction below the median of its group (same device model) is flagged.
+SICK_THRESHOLD = 0.10
+#: Runs of one device model needed before any is flagged: with two nobody can say which is sick.
+MIN_GROUP = 3
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def complete(run: Run) -> bool:
+    cei = run.meta.get("ceilings") or {}
+    return run.meta.get("status") == "complete" and bool(cei.get("compute")) and bool(cei.get("bandwidth"))
+
+
+def load_runs(paths: Iterable[str | Path], warn: Any = None) -> list[Run]:
+    """Run directories as named; a directory that is not a run stands for every run below it.
+
+    A run named explicitly must be complete (UsageError otherwise); among the runs found below a
+    directory, unreadable or unfinished ones are reported through `warn` and left out.
+    """
+    runs: list[Run] = []
+    for p in paths:
+        path = Path(p)
+        if (path / "run.json").exists() or path.is_file():
+            run = load_run(path)
+            if not complete(run):
+                raise UsageError(f"{p}: run is {run.meta.get('status')} and has no measured ceilings "
+                                 f"({run.meta.get('status_reason', 'not finished')})")
+            runs.append(run)
+            continue
+        if not path.is_dir():
+            raise UsageError(f"{p}: no such run directory")
+        found = find_runs([path])
+        for s in found.skipped:
+            if warn:
+                warn(f"skipped {s.path}: {s.reason}")
+        good = [r for r in found.runs if complete(r)]
+        for r in found.runs:
+            if not complete(r) and warn:
+                warn(f"skipped {r.path}: status {r.meta.get('status')!r}, no measured ceilings")
+        if not good:
+            raise UsageError(f"{p}: not a run directory and holds no complete run")
+        runs.extend(good)
+    seen: set[Path] = set()
+    unique = []
+    for r in runs:
+        if r.path.resolve() not in seen:
+            seen.add(r.path.resolve())
+            unique.append(r)
+    return unique
+
+
+def _bool(s: pd.Series) -> pd.Series:
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+
+
+def workloads(run: Run) -> pd.DataFrame | None:
+    """The run's valid workload cases (workloads.csv), or None when it ran none."""
+    if not (run.path / "workloads.csv").exists():
+        return None
+    df = run.table("workloads")
+    missing = [c for c in (*KEY, "time_s") if c not in df.columns]
+    if missing:
+        raise UsageError(f"{run.path}/workloads.csv: lacks column(s) {', '.join(missing)}")
+    if "valid" in df.columns:
+        df = df[_bool(df["valid"])]
+    df = df.copy()
+    df["dtype"] = df["dtype"].astype(str)
+    df["case"] = df["case"].astype(str)
+    return df.drop_duplicates(KEY, keep="last").set_index(KEY)
+
+
+def labels(runs: list[Run]) -> list[str]:
+    """The shortest trailing part of each run's path that tells the runs apart."""
+    parts = [r.path.resolve().parts for r in runs]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        out = ["/".join(p[-n:]) for p in parts]
+        if len(set(out)) == len(out):
+            return out
+    return [str(r.path) for r in runs]
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def _finite(d: dict | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (d or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def ceiling_keys(meta: dict) -> list[tuple[str, str, str]]:
+    """(kind, name, column) of every ceiling of a run: bandwidth first, then compute."""
+    cei = meta["ceilings"]
+    return ([("bandwidth", k, f"{k}_Bps") for k in _finite(cei.get("bandwidth"))]
+            + [("compute", k, f"{k}_flops") for k in _finite(cei.get("compute"))])
+
+
+#: Memory levels from the cores outwards; unknown levels sort before DRAM, by name.
+LEVEL_ORDER = ("l1", "shared", "l2", "l3")
+
+
+def _ceiling_order(key: tuple[str, str, str]) -> tuple:
+    kind, name, _ = key
+    if kind == "bandwidth":
+        rank = len(LEVEL_ORDER) + 1 if name == "dram" else (
+            LEVEL_ORDER.index(name) if name in LEVEL_ORDER else len(LEVEL_ORDER))
+        return (0, rank, name)
+    return (1, name.endswith("-matrix"), name)
+
+
+def run_row(run: Run, label: str) -> dict:
+    meta = run.meta
+    dev, host = meta.get("device") or {}, meta.get("host") or {}
+    env = host.get("env") or {}
+    row: dict[str, Any] = {
+        "run": label, "run_dir": str(run.path), "device": dev.get("name"), "host": host.get("hostname"),
+        "backend": meta.get("backend"), "uuid": dev.get("uuid"), "driver": dev.get("driver_version"),
+        "created_utc": meta.get("created_utc"), "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+        "job_completion_index": env.get("JOB_COMPLETION_INDEX"),
+    }
+    theo = meta.get("theoretical") or {}
+    for kind, name, col in ceiling_keys(meta):
+        suffix = "Bps" if kind == "bandwidth" else "flops"
+        value = float(meta["ceilings"][kind][name])
+        t = _finite(theo.get(kind)).get(name)
+        row[col] = value
+        row[f"{name}_theoretical_{suffix}"] = t
+        row[f"{name}_ratio"] = value / t if t else None
+        if kind == "compute":
+            dram = _finite(meta["ceilings"].get("bandwidth")).get("dram")
+            row[f"{name}_ridge_flop_per_byte"] = value / dram if dram else None
+    clocks = meta.get("median_clocks") or {}
+    for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c"):
+        row[k] = clocks.get(k)
+    return row
+
+
+@dataclass
+class Comparison:
+    runs: pd.DataFrame  # one row per run
+    workloads: pd.DataFrame  # one row per run and workload case shared with the baseline
+    flags: list[dict]  # runs whose ceilings sit below their group's median
+    baseline: str
+    threshold: float
+    ceilings: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, column), union
+    spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # per device model and ceiling
+
+    def wide(self) -> pd.DataFrame:
+        """`runs` with one time/efficiency/speedup column per workload case (for CSV)."""
+        out = self.runs.set_index("run")
+        if not self.workloads.empty:
+            w = self.workloads.assign(case_key=self.workloads["name"] + " " + self.workloads["case"]
+                                      + " " + self.workloads["dtype"])
+            for col in ("time_s", "efficiency", "speedup"):
+                piv = w.pivot(index="run", columns="case_key", values=col)
+                piv.columns = [f"{c} {col}" for c in piv.columns]
+                out = out.join(piv)
+        return out.reset_index()
+
+
+def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOLD) -> Comparison:
+    """Compare complete runs; `baseline` indexes `runs`. UsageError when a run has nothing in common
+    with the baseline (no compute ceiling and no workload case shared)."""
+    if len(runs) < 2:
+        raise UsageError(f"compare needs at least two runs (got {len(runs)})")
+    if not 0 <= threshold < 1:
+        raise UsageError(f"--threshold {threshold * 100:g}: a percentage in [0, 100)")
+    for r in runs:
+        if not complete(r):
+            raise UsageError(f"{r.path}: run is {r.meta.get('status')} and has no measured ceilings")
+    names = labels(runs)
+    base_label = names[baseline]
+    tables = [workloads(r) for r in runs]
+    base_units = set(_finite(runs[baseline].meta["ceilings"]["compute"]))
+    base_cases = set(tables[baseline].index) if tables[baseline] is not None else set()
+    for r, name, t in zip(runs, names, tables):
+        units = set(_finite(r.meta["ceilings"]["compute"]))
+        cases = set(t.index) if t is not None else set()
+        if not units & base_units and not cases & base_cases:
+            raise UsageError(f"{name}: no overlap with the baseline {base_label}: it measured "
+                             f"{', '.join(sorted(units)) or 'no compute unit'} and "
+                             f"{len(cases)} workload case(s), the baseline "
+                             f"{', '.join(sorted(base_units)) or 'no compute unit'} and "
+                             f"{len(base_cases)}; nothing to compare")
+
+    rows = [run_row(r, n) for r, n in zip(runs, names)]
+    keys: list[tuple[str, str, str]] = []
+    for r in runs:
+        for k in ceiling_keys(r.meta):
+            if k not in keys:
+                keys.append(k)
+    keys.sort(key=_ceiling_order)
+    base_row = rows[baseline]
+    for row in rows:
+        for _, _, col in keys:
+            b, v = base_row.get(col), row.get(col)
+            row[f"{col.rsplit('_', 1)[0]}_vs_baseline"] = v / b if (v is not None and b) else None
+
+    wrows = []
+    base_t = tables[baseline]
+    for row, t in zip(rows, tables):
+        common = sorted(set(t.index) & base_cases) if t is not None else []
+        speed, eff = [], []
+        for key in common:
+            cur, ref = t.loc[key], base_t.loc[key]
+            sp = float(ref["time_s"]) / float(cur["time_s"])
+            e = float(cur["efficiency"]) if "efficiency" in t.columns else math.nan
+            e_ref = float(ref["efficiency"]) if "efficiency" in base_t.columns else math.nan
+            wrows.append({"run": row["run"], "name": key[0], "case": key[1], "dtype": key[2],
+                          "unit": cur.get("unit"), "time_s": float(cur["time_s"]), "efficiency": e,
+                          "speedup": sp, "efficiency_vs_baseline": e / e_ref if e_ref else math.nan,
+                          "bound": cur.get("bound")})
+            speed.append(sp)
+            if math.isfinite(e):
+                eff.append(e)
+        row["workload_cases"] = len(common)
+        row["speedup_geomean"] = float(np.exp(np.mean(np.log(speed)))) if speed else None
+        row["efficiency_median"] = float(np.median(eff)) if eff else None
+
+    flags = sick_nodes(runs, rows, keys, threshold)
+    for row in rows:
+        row["flags"] = "; ".join(f["message"] for f in flags if f["run"] == row["run"]) or None
+    return Comparison(runs=pd.DataFrame(rows), workloads=pd.DataFrame(wrows), flags=flags,
+                      baseline=base_label, threshold=threshold, ceilings=keys,
+                      spread=spread(runs, rows, keys))
+
+
+def spread(runs: list[Run], rows: list[dict], keys: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """Per device model with two or more runs and per ceiling: min, median, max over the runs and
+    the spread (max - min) / median: how far identical cards (or nodes) are apart."""
+    out = []
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r.meta.get("backend"), rows[i]["device"]), []).append(i)
+    for (backend, device), members in groups.items():
+        for kind, name, col in keys:
+            v = np.array([rows[i][col] for i in members if rows[i].get(col) is not None], dtype=float)
+            if len(v) < 2:
+                continue
+            med = float(np.median(v))
+            out.append({"device": device, "backend": backend, "kind": kind, "ceiling": name, "runs": len(v),
+                        "min": float(v.min()), "median": med, "max": float(v.max()),
+                        "spread": float((v.max() - v.min()) / med) if med else None})
+    return pd.DataFrame(out)
+
+
+def sick_nodes(runs: list[Run], rows: list[dict], keys: list[tuple[str, str, str]],
+               threshold: float) -> list[dict]:
+    """Ceilings more than `threshold` below the median of the same ceiling over the run's group.
+
+    A group is every run of the same device model on the same backend, the run itself included:
+    the fleet's median is what "normal" means, so one slow node among many is flagged, while a
+    minority of fast nodes is not. It takes at least MIN_GROUP runs that measured the ceiling:
+    with two, nobody can tell which one is sick.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r.meta.get("backend"), rows[i]["device"]), []).append(i)
+    flags = []
+    for (_, device), members in groups.items():
+        for kind, name, col in keys:
+            values = {i: rows[i][col] for i in members if rows[i].get(col) is not None}
+            if len(values) < MIN_GROUP:
+                continue
+            med = float(np.median(list(values.values())))
+            for i, v in values.items():
+                if v < (1 - threshold) * med:
+                    below = 1 - v / med
+                    flags.append({"run": rows[i]["run"], "device": device, "ceiling": name, "kind": kind,
+                                  "value": v, "group_median": med, "group_runs": len(values),
+                                  "below": below,
+                                  "message": f"{name} {below:.0%} below the median of the {len(values)} "
+                                             f"{device} runs"})
+    return flags
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _fmt(v: Any, unit: str | None = None, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if unit:
+        return si(float(v), unit, digits)
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def fmt_time(s: Any) -> str:
+    """Seconds with a readable unit: '1.137 ms', '661.3 us'."""
+    if not isinstance(s, (int, float)) or not math.isfinite(s):
+        return "-"
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if s >= scale:
+            return f"{s / scale:.4g} {unit}"
+    return f"{s * 1e9:.4g} ns"
+
+
+def _text_or_empty(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _times(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f" x{v:.3f}"
+
+
+def ceiling_table(c: Comparison) -> list[list[str]]:
+    """One row per run; a ceiling's cell is 'value xB (T%)': B relative to the baseline, T of the
+    theoretical peak at the measured clock. Clock and power columns only where some run has them."""
+    runs = c.runs
+    extra = [(k, h) for k, h in (("sm_clock_mhz", "SM MHz"), ("mem_clock_mhz", "mem MHz"), ("power_w", "power W"))
+             if k in runs and runs[k].notna().any()]
+    ridges = [name for kind, name, _ in c.ceilings if kind == "compute"]
+    header = ["run", "device", "host"] + [name for _, name, _ in c.ceilings]
+    header += [f"ridge {u}" for u in ridges] + [h for _, h in extra]
+    header += ["cases", "speedup", "eff. median", "flags"]
+    out = [header]
+    for _, row in runs.iterrows():
+        cells = [row["run"], _fmt(row["device"]), _fmt(row["host"])]
+        for kind, name, col in c.ceilings:
+            v = row.get(col)
+            ratio = row.get(f"{name}_ratio")
+            cell = _fmt(v, "B/s" if kind == "bandwidth" else "FLOP/s") + _times(row.get(f"{name}_vs_baseline"))
+            if ratio is not None and isinstance(ratio, float) and math.isfinite(ratio):
+                cell += f" ({ratio:.0%})"
+            cells.append(cell)
+        cells += [_fmt(row.get(f"{u}_ridge_flop_per_byte"), digits=3) for u in ridges]
+        cells += [_fmt(row.get(k), digits=5) for k, _ in extra]
+        cells += [str(row.get("workload_cases", 0)), _times(row.get("speedup_geomean")).strip() or "-",
+                  _fmt(row.get("efficiency_median"), digits=3), _text_or_empty(row.get("flags"))]
+        out.append(cells)
+    return out
+
+
+def workload_table(c: Comparison) -> list[list[str]] | None:
+    if c.workloads.empty:
+        return None
+    order = list(c.runs["run"])
+    header = ["workload", "case", "dtype"] + [f"{r}" for r in order]
+    out = [header]
+    for key, g in c.workloads.groupby(["name", "case", "dtype"], sort=True):
+        by = g.set_index("run")
+        cells = list(key)
+        for r in order:
+            if r not in by.index:
+                cells.append("-")
+                continue
+            x = by.loc[r]
+            eff = "" if not math.isfinite(x["efficiency"]) else f", eff {x['efficiency']:.3f}"
+            cells.append(f"{fmt_time(x['time_s'])} (x{x['speedup']:.3f}{eff})")
+        out.append(cells)
+    return out
+
+
+def _text(rows: list[list[str]]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _markdown(rows: list[list[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    lines = ["| " + " | ".join(r) + " |" for r in esc]
+    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    return "\n".join(lines)
+
+
+def render(c: Comparison, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: unknown (allowed: {', '.join(FORMATS)})")
+    if fmt == "json":
+        return dumps({"baseline": c.baseline, "sick_threshold": c.threshold,
+                      "runs": c.runs.to_dict("records"), "workloads": c.workloads.to_dict("records"),
+                      "spread": c.spread.to_dict("records"), "flags": c.flags})
+    if fmt == "csv":
+        return c.wide().to_csv(index=False)
+    table = _text if fmt == "table" else _markdown
+    head = "## " if fmt == "markdown" else ""
+    parts = [f"{head}Ceilings (xB: relative to the baseline {c.baseline}; (T%): of the theoretical peak at "
+             "the measured clock; ridge in FLOP/byte against DRAM)", "", table(ceiling_table(c))]
+    w = workload_table(c)
+    if w:
+        parts += ["", f"{head}Workloads (time, x: speedup over the baseline, eff: efficiency against "
+                      "the run's own roofline)", "", table(w)]
+    if not c.spread.empty:
+        rows = [["device", "ceiling", "runs", "min", "median", "max", "spread"]]
+        for r in c.spread.to_dict("records"):
+            unit = "B/s" if r["kind"] == "bandwidth" else "FLOP/s"
+            rows.append([str(r["device"]), r["ceiling"], str(r["runs"]), si(r["min"], unit), si(r["median"], unit),
+                         si(r["max"], unit), f"{r['spread']:.1%}" if r["spread"] is not None else "-"])
+        parts += ["", f"{head}Spread over runs of the same device model ((max - min) / median)", "", table(rows)]
+    if c.flags:
+        parts += ["", f"{head}Flagged (a ceiling more than {c.threshold:.0%} below the median of all runs "
+                      "of the same device model)", ""]
+        parts += [f"- {f['run']}: {f['message']}" for f in c.flags]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- the overlaid figure
+
+
+def plot_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise UsageError(f"--plot {path}: unknown figure format {suffix or '(no suffix)'!r} "
+                         f"(allowed: {', '.join(PLOT_FORMATS)})")
+    if not Path(path).parent.is_dir():
+        raise UsageError(f"--plot {path}: directory {Path(path).parent} does not exist")
+    return suffix[1:]
+
+
+def figure(runs: list[Run], c: Comparison) -> Any:
+    """Every run's DRAM slope and compute roofs on one log-log axis: one colour per run, one line
+    style per compute unit; workload cases as points in their run's colour."""
+    import seaborn as sns
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = sns.color_palette("colorblind", len(runs))
+    units = sorted({name for kind, name, _ in c.ceilings if kind == "compute"})
+    styles = dict(zip(units, ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 3))] * 4))
+    ridges = [v for v in c.runs.filter(like="_ridge_flop_per_byte").to_numpy().ravel()
+              if isinstance(v, float) and math.isfinite(v) and v > 0]
+    pts = c.workloads
+    x_lo = min([0.01] + ([float(x) for x in _intensities(runs)] or []))
+    x_hi = max([100.0] + [10 * r for r in ridges] + [10 * x for x in _intensities(runs)])
+    xs = np.geomspace(x_lo, x_hi, 400)
+    y_all = []
+    for i, (colour, run) in enumerate(zip(colours, runs)):
+        width = 1.2 + 2.0 * (len(runs) - 1 - i) / max(1, len(runs) - 1)  # identical roofs stay visible
+        cei = run.meta["ceilings"]
+        bw = _finite(cei["bandwidth"]).get("dram")
+        for unit, peak in _finite(cei["compute"]).items():
+            y = np.minimum(peak, bw * xs) if bw else np.full_like(xs, peak)
+            ax.plot(xs, y, color=colour, linestyle=styles[unit], linewidth=width, alpha=0.9)
+            y_all.append(y)
+        t = workloads(run)
+        if t is not None and {"flops", "bytes"} <= set(t.columns):
+            inten = t["flops"] / t["bytes"]
+            ach = t["flops"] / t["time_s"]
+            ax.scatter(inten, ach, color=colour, s=18, zorder=3, edgecolor="white", linewidth=0.5)
+            y_all.append(ach.to_numpy())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x_lo, x_hi)
+    ys = np.concatenate([np.asarray(y, dtype=float).ravel() for y in y_all])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    ax.set_ylim(ys.min() / 2, ys.max() * 2)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("performance (FLOP/s)")
+    ax.grid(True, which="major", alpha=0.3)
+    handles = [Line2D([], [], color=col, linewidth=2, label=f"{lab} ({dev})")
+               for col, lab, dev in zip(colours, c.runs["run"], c.runs["device"])]
+    handles += [Line2D([], [], color="0.3", linestyle=styles[u], label=u) for u in units]
+    ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=False)
+    ax.set_title(f"Measured rooflines of {len(runs)} runs (DRAM slope, compute roofs; points: workloads)",
+                 fontsize=9)
+    return fig
+
+
+def _intensities(runs: list[Run]) -> list[float]:
+    out = []
+    for r in runs:
+        t = workloads(r)
+        if t is not None and {"flops", "bytes"} <= set(t.columns):
+            out += [float(v) for v in (t["flops"] / t["bytes"]) if math.isfinite(v) and v > 0]
+    return out
+
+
+def write_plot(runs: list[Run], c: Comparison, path: str | Path) -> Path:
+    import io
+
+    from gpuroof.plots import atomic_write_bytes
+
+    fmt = plot_format(path)
+    buf = io.BytesIO()
+    meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+    figure(runs, c).savefig(buf, format=fmt, dpi=150, metadata=meta, facecolor="white")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _pct(text: str) -> float:
+    try:
+        v = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a percentage, e.g. 10") from None
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a percentage in [0, 100)")
+    return v / 100
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Declare `gpuroof compare` on the CLI's subparsers."""
+    p = sub.add_parser("compare", parents=[common],
+                       help="runs side by side: ceilings, ridges, clocks, workloads, speedups; flags sick nodes")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (a directory that is not a run stands for every run below it)")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="the run speedups are relative to (default: the first)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (default), markdown, csv or json")
+    p.add_argument("--plot", default=None, metavar="FILE", help="overlaid rooflines: FILE.png, .svg or .pdf")
+    p.add_argument("--threshold", type=_pct, default=SICK_THRESHOLD, metavar="PCT",
+                   help="flag a ceiling this many percent below the median of all runs of the same "
+                        f"device model, given 3 or more (default {SICK_THRESHOLD * 100:g})")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.plot:
+        plot_format(args.plot)
+    warn = lambda m: print(f"gpuroof: {m}", file=sys.stderr)  # noqa: E731
+    paths = list(args.run_dirs)
+    base_idx = 0
+    if args.baseline:
+        base = load_runs([args.baseline])
+        if len(base) != 1:
+            raise UsageError(f"--baseline {args.baseline}: holds {len(base)} runs; name one run directory")
+        runs = load_runs(paths, warn)
+        resolved = [r.path.resolve() for r in runs]
+        if base[0].path.resolve() in resolved:
+            base_idx = resolved.index(base[0].path.resolve())
+        else:
+            runs = base + runs
+    else:
+        runs = load_runs(paths, warn)
+    c = compare(runs, base_idx, args.threshold)
+    print(render(c, args.format))
+    if args.plot:
+        print(f"figure: {write_plot(runs, c, args.plot)}", file=sys.stderr)
+    return 0
