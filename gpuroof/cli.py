@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from importlib import import_module
 import sys
 import threading
 import traceback
@@ -70,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
     m.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     m.set_defaults(func=cmd_measure)
+
+    r = sub.add_parser("run", parents=[common],
+                       help="the main job: measure, bench the workloads, draw the figures, write report.html")
+    r.add_argument("--device", type=_device, default=0, help="device index or 'all' (default 0)")
+    r.add_argument("--quick", action="store_true", help="the short version (about a minute on 2 cores)")
+    r.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
+    r.add_argument("--format", type=_list, default=["png", "svg"], help="figure formats (png, svg, pdf)")
+    r.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    r.set_defaults(func=cmd_run)
+
+    for module in ("bench", "plots", "report", "compare", "check", "merge"):
+        import_module(f"gpuroof.{module}").register(sub, common)
 
     show = sub.add_parser("show", help="print the summary of a run directory")
     show.add_argument("run_dir", help="a run directory (or its run.json)")
@@ -148,7 +161,10 @@ def summary_table(meta: dict) -> str:
         lines.append(f"clock implied by the best FMA rate: {meta['implied_clock_mhz']:.0f} MHz "
                      f"(the OS reports {clocks['sm_clock_mhz'] or '-'} MHz)")
     lines.append(f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
-                 f"max |dev| {fit['max_abs_deviation']:.3f}; invalid points: {meta['validation']['invalid']}"
+                 f"max |dev| {fit['max_abs_deviation']:.3f} over {fit['points']} points"
+                 + (f" ({fit['excluded_cache_resident']} cache-resident points near the ridge left out)"
+                    if fit.get("excluded_cache_resident") else "")
+                 + f"; invalid points: {meta['validation']['invalid']}"
                  f" of {meta['validation']['points']}")
     lines.append(f"convention: {meta['conventions']['flops']}; bytes: {meta['conventions']['bytes']}")
     return "\n".join(lines)
@@ -179,6 +195,42 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """measure -> bench (on the ceilings just measured) -> figures -> report.html, per device."""
+    from gpuroof.backends import get_backend
+    from gpuroof.bench import results_table, run_bench, write_into_run
+    from gpuroof.measure import measure
+    from gpuroof.plots import check_formats, make_figures
+    from gpuroof.report import write_report
+    from gpuroof.roofline import Roofline
+
+    formats = check_formats(args.format)
+    devices = _devices(args)
+    if len(devices) > 1 and args.out:
+        raise UsageError("--out with --device all: give no --out (one directory per device is made)")
+    outputs = []
+    for dev in devices:
+        res = measure(args.backend, dev, quick=args.quick, out=args.out, argv=["gpuroof", *sys.argv[1:]])
+        print(summary_table(res.meta))
+        backend = get_backend(args.backend, dev)
+        try:
+            table = run_bench(backend, Roofline.from_dict(res.meta["ceilings"]),
+                              size="small" if args.quick else "default")
+        finally:
+            backend.close()
+        write_into_run(res.run_dir, table)
+        print(results_table(table))
+        figures = make_figures(res.run_dir, formats=formats)
+        report = write_report(res.run_dir)
+        print(f"figures: {', '.join(str(p) for paths in figures.values() for p in paths)}")
+        print(f"report: {report}")
+        outputs.append({**json_summary(res.meta, res.run_dir), "report": str(report),
+                        "workloads": {"cases": int(len(table)), "valid": int(table["valid"].sum())}})
+    if args.json:
+        print(dumps(outputs[0] if len(outputs) == 1 else {"runs": outputs}))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from gpuroof.results import load_run
 
@@ -194,6 +246,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fan_out(argv: list[str], args: argparse.Namespace) -> int | None:
+    """--device all on a node with several CUDA devices: one child process per GPU, each pinned with
+    CUDA_VISIBLE_DEVICES; None when there is nothing to fan out (the command then runs in-process)."""
+    from gpuroof.backends import device_count, resolve_name
+
+    if resolve_name(args.backend) != "cuda" or device_count("cuda") < 2:
+        return None
+    from gpuroof.fanout import exit_code, fan_out
+
+    results = fan_out(argv, device_count("cuda"), say=lambda m: print(m, file=sys.stderr))
+    for r in results:
+        print(f"device {r.device}: {r.out}" + ("" if r.ok else f" (failed, exit {r.returncode})"))
+    return exit_code(results)
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (kill, a batch scheduler's time limit) ends a run like Ctrl-C: marked partial, no temp files."""
     raise KeyboardInterrupt
@@ -207,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "device", None) == "all":
+            rc = _fan_out(argv, args)
+            if rc is not None:
+                return rc
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except UsageError as e:

@@ -104,6 +104,10 @@ class Run:
             raise UsageError(f"{f}: not a readable CSV ({e})") from None
 
     @property
+    def run_dir(self) -> Path:  # the name MeasureResult uses, so either can be passed around
+        return self.path
+
+    @property
     def device_name(self) -> str:
         return self.meta["device"].get("name", "?")
 

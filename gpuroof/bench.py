@@ -1,0 +1,586 @@
+"""`gpuroof bench`: time real kernels, check them against float64, place them on the measured roofline."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gpuroof.backends.base import Backend
+from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.results import (KIND, SCHEMA_VERSION, Run, dumps, load_run, make_run_dir, slug,
+                             utc_stamp, write_run)
+from gpuroof.roofline import Roofline, place
+from gpuroof.units import si
+from gpuroof.workloads import CONVENTIONS, SIZES, WORKLOADS, Case, parse_shape, plan
+from gpuroof.workloads.base import rel_error, to_float64
+
+#: A point is "above its roof" only when it beats the prediction by more than this, or by more
+#: than its own spread (IQR / median), whichever is larger: a difference inside the noise is noise.
+NOISE_FLOOR = 0.05
+
+#: A working set this many times the last-level cache cannot be served from it: memory-bound cases
+#: smaller than this rotate through input copies until they reach it.
+COLD_FACTOR = 2.0
+
+#: Bandwidth ceilings that are not caches a kernel's global loads go through (GPU shared memory).
+NOT_CACHES = ("dram", "shared")
+
+#: Keys a new run directory copies from the run its ceilings come from, so that it reads as a
+#: complete run everywhere (summaries, reports, comparisons).
+COPIED_KEYS = ("theoretical", "theoretical_at_max_clock", "max_clocks_mhz", "ratios", "ridge_points",
+               "median_clocks", "plateaus", "fit", "validation", "conventions")
+
+COLUMNS = ["name", "case", "impl", "dtype", "unit", "roof_unit", "level", "flops", "bytes",
+           "input_bytes", "weight_bytes", "output_bytes", "intensity", "time_s", "time_q1_s",
+           "time_q3_s", "reps", "copies", "achieved_flops", "achieved_bandwidth_Bps",
+           "attainable_flops", "efficiency", "predicted_time_s", "measured_over_predicted", "bound",
+           "above_roof", "cache_level", "cache_attainable_flops", "cache_efficiency", "notes", "valid",
+           "rel_error", "tolerance", "params"]
+
+SAMPLE_COLUMNS = ["name", "case", "impl", "dtype", "rep", "copy", "time_s"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How each case is timed. Repetitions are set by a time budget (triton's do_bench habit)."""
+
+    warmup: int
+    min_reps: int
+    max_reps: int
+    budget_s: float
+    cold_factor: float = 3.0  # memory-bound cases rotate input copies until ≥ this × the cache
+    max_copies: int = 16
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, size: str, backend_name: str) -> "BenchSettings":
+        if backend_name == "cpu":
+            return {"small": cls(1, 3, 20, 0.08), "default": cls(2, 5, 50, 0.25),
+                    "large": cls(2, 5, 100, 0.5)}[size]
+        return {"small": cls(3, 10, 200, 0.1), "default": cls(5, 20, 500, 0.3),
+                "large": cls(5, 20, 1000, 0.5)}[size]
+
+
+# ---------------------------------------------------------------------------------------------
+# placement
+# ---------------------------------------------------------------------------------------------
+
+def cache_levels(roof: Roofline) -> list[str]:
+    """The run's cache-level bandwidth ceilings, nearest to DRAM (slowest) first: L2 on a GPU,
+    L3 then L2 then L1 on a CPU."""
+    return [lvl for _, lvl in sorted((bw, lvl) for lvl, bw in roof.bandwidth.items()
+                                     if lvl not in NOT_CACHES)]
+
+
+def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit: str,
+               spread: float = 0.0, working_set_bytes: float | None = None,
+               cache_bytes: float | None = None) -> dict:
+    """Placement fields of one measured kernel against `roof`, with notes that say why.
+
+    A `<dtype>-matrix` unit without a matrix ceiling falls back to the vector FMA ceiling of its
+    dtype (and says so). A point above its roof by more than the noise is flagged with the likely
+    cause: above the DRAM slope, cache reuse (and the point is also placed against a cache-level
+    roof when the run has one), unless the working set is at least twice the last-level cache,
+    where reuse cannot explain it and the note says so; above a compute roof, a counting error, or,
+    after the fallback, a matrix unit faster than the vector roof it was placed against.
+    """
+    nan = math.nan
+    out: dict[str, Any] = {"roof_unit": None, "level": "dram", "intensity": flops / nbytes if nbytes else nan,
+                           "achieved_flops": flops / time_s, "achieved_bandwidth_Bps": nbytes / time_s,
+                           "attainable_flops": nan, "efficiency": nan, "predicted_time_s": nan,
+                           "measured_over_predicted": nan, "bound": None, "above_roof": False,
+                           "cache_level": None, "cache_attainable_flops": nan, "cache_efficiency": nan}
+    notes: list[str] = []
+    roof_unit, fallback = unit, False
+    if unit not in roof.compute:
+        vector = unit[:-len("-matrix")] if unit.endswith("-matrix") else None
+        if vector and vector in roof.compute:
+            roof_unit, fallback = vector, True
+            notes.append("no matrix ceiling measured; placed against the vector FMA roof")
+        else:
+            notes.append(f"no {unit} compute ceiling in the run (it has {', '.join(sorted(roof.compute))}); "
+                         "not placed")
+            return {**out, "notes": notes}
+    if "dram" not in roof.bandwidth:
+        notes.append("no dram bandwidth ceiling in the run; not placed")
+        return {**out, "notes": notes}
+    noise = max(NOISE_FLOOR, spread)
+    p = place(roof, flops, nbytes, time_s, roof_unit, "dram", noise=noise)
+    out.update(roof_unit=roof_unit, intensity=p.intensity, attainable_flops=p.attainable_flops,
+               efficiency=p.efficiency, predicted_time_s=p.predicted_time_s,
+               measured_over_predicted=p.measured_over_predicted, bound=p.bound,
+               above_roof=bool(p.above_roof))
+    excess = p.predicted_time_s / time_s - 1
+    if not p.above_roof and excess > NOISE_FLOOR:
+        notes.append(f"{excess:.0%} above its roof but within its timing spread (IQR/median "
+                     f"{spread:.0%}); not flagged")
+    if p.above_roof:
+        streams = (working_set_bytes is not None and cache_bytes
+                   and working_set_bytes >= COLD_FACTOR * cache_bytes)
+        if p.bound == "memory" and streams:
+            notes.append(f"above the dram roof by {excess:.0%} (noise {noise:.0%}) with a working set of "
+                         f"{working_set_bytes / 2**20:.0f} MiB, >= {COLD_FACTOR:g}x the last-level cache: "
+                         "not cache reuse; the dram ceiling is below what this kernel streams, or its "
+                         "bytes are counted too high")
+        elif p.bound == "memory":
+            notes.append(f"above the dram roof by {excess:.0%} (noise {noise:.0%}): data reused from a "
+                         "cache (the working set fits in cache, or is reused within the launch)")
+            levels = cache_levels(roof)
+            for level in levels:  # the nearest cache whose roof the point stays under
+                c = place(roof, flops, nbytes, time_s, roof_unit, level, noise=noise)
+                out.update(cache_level=level, cache_attainable_flops=c.attainable_flops,
+                           cache_efficiency=c.efficiency)
+                if not c.above_roof:
+                    notes.append(f"against the {level} roof: efficiency {c.efficiency:.2f}")
+                    break
+            else:
+                if levels:
+                    notes.append(f"above every cache roof too ({', '.join(levels)}): a counting error")
+                else:
+                    notes.append("no cache-level bandwidth ceiling in the run to place it against")
+        elif fallback:
+            notes.append(f"above the {roof_unit} vector FMA roof by {excess:.0%}: the library runs on "
+                         "the matrix unit, whose ceiling this run lacks")
+        else:
+            notes.append(f"above the {roof_unit} compute roof by {excess:.0%} (noise {noise:.0%}): "
+                         "a counting error (FLOPs counted too high, or the wrong unit)")
+    return {**out, "notes": notes}
+
+
+# ---------------------------------------------------------------------------------------------
+# running cases
+# ---------------------------------------------------------------------------------------------
+
+class Rotation:
+    """Calls `runs[0]`, `runs[1]`, ... in turn: copies of the inputs, so a memory-bound case reads
+    data that the previous repetition did not leave in the cache (no flush inside a timed window)."""
+
+    def __init__(self, runs: list[Callable[[], None]]):
+        self.runs = runs
+        self.calls = 0
+        if all(hasattr(r, "enqueue") for r in runs):
+            self.enqueue = self._enqueue
+
+    def __call__(self) -> None:
+        run = self.runs[self.calls % len(self.runs)]
+        self.calls += 1
+        run()
+
+    def _enqueue(self) -> None:
+        run = self.runs[self.calls % len(self.runs)]
+        self.calls += 1
+        run.enqueue()
+
+
+def check_fits(backend: Backend, cases: list[Case]) -> None:
+    """UsageError, one line, for the first case whose arrays do not fit the device (or the host)."""
+    from gpuroof.backends.cpu import _meminfo_available
+
+    free_dev = backend.free_memory_bytes()
+    free_host = free_dev if backend.name == "cpu" else _meminfo_available()
+    for case in cases:
+        if case.dtype not in backend.dtypes():
+            raise UsageError(f"{case.name} {case.label}: dtype {case.dtype} is not supported by the "
+                             f"{backend.name} backend (allowed: {', '.join(backend.dtypes())})")
+        dev = case.device_bytes
+        # float64 inputs and reference on the host; on a CPU they share memory with the arrays.
+        host = 8 * (case.traffic.input_bytes + case.traffic.weight_bytes) // _itemsize(case.dtype) * 2
+        need_dev = dev + (host if backend.name == "cpu" else 0)
+        if need_dev > 0.8 * free_dev:
+            raise UsageError(f"{case.name} {case.label}: needs {need_dev / 2**30:.2f} GiB of "
+                             f"{'memory' if backend.name == 'cpu' else 'device memory'}, only "
+                             f"{free_dev / 2**30:.2f} GiB is free; choose a smaller --size or --shape")
+        if backend.name != "cpu" and host > 0.8 * free_host:
+            raise UsageError(f"{case.name} {case.label}: its float64 inputs need {host / 2**30:.2f} GiB of "
+                             f"host memory, only {free_host / 2**30:.2f} GiB is available")
+
+
+def _itemsize(dtype: str) -> int:
+    from gpuroof.backends.base import ITEMSIZE
+    return ITEMSIZE[dtype]
+
+
+def _copies(backend: Backend, roof: Roofline, case: Case, settings: BenchSettings) -> int:
+    """Input copies to rotate through: only for cases the roofline puts on the memory slope."""
+    unit = case.unit if case.unit in roof.compute else case.unit.replace("-matrix", "")
+    if unit not in roof.compute or "dram" not in roof.bandwidth:
+        return 1
+    if case.intensity >= roof.ridge(unit):
+        return 1
+    cache = backend.cache_bytes()
+    need = settings.cold_factor * cache
+    if case.device_bytes >= need:
+        return 1
+    n = math.ceil(need / max(1, case.device_bytes))
+    room = int(0.4 * backend.free_memory_bytes() // max(1, case.device_bytes))
+    return max(1, min(settings.max_copies, n, room))
+
+
+def _check(case: Case, preps: list, sel: tuple, ref: np.ndarray) -> float:
+    errs = []
+    for prep in preps:
+        out = np.asarray(prep.output())
+        errs.append(rel_error(to_float64(out[sel], case.dtype), ref))
+    return max(errs)
+
+
+def run_case(backend: Backend, roof: Roofline, case: Case, settings: BenchSettings) -> tuple[dict, list[dict]]:
+    """Check, time and place one case: (one workloads.csv row, its per-repetition samples)."""
+    w, p = case.workload, case.params
+    t = case.traffic
+    row: dict[str, Any] = {
+        "name": case.name, "case": case.label, "impl": case.impl, "dtype": case.dtype, "unit": case.unit,
+        "flops": case.flops, "bytes": case.bytes, "input_bytes": t.input_bytes,
+        "weight_bytes": t.weight_bytes, "output_bytes": t.output_bytes, "intensity": case.intensity,
+        "tolerance": case.tolerance, "params": json.dumps(case.params_dict(), sort_keys=True),
+        "valid": False, "rel_error": math.nan, "time_s": math.nan, "time_q1_s": math.nan,
+        "time_q3_s": math.nan, "reps": 0, "copies": 0,
+    }
+    samples: list[dict] = []
+    runner = w.runners.get(backend.name, {}).get(case.impl)
+    if runner is None:
+        row["notes"] = f"no {case.impl} runner on the {backend.name} backend"
+        return row, samples
+    copies = _copies(backend, roof, case, settings)
+    rng = np.random.default_rng(settings.seed)
+    preps: list = []
+    try:
+        inputs = w.inputs(p, rng)
+        sel, ref = w.reference(p, inputs)
+        preps = [runner(backend, p, inputs) for _ in range(copies)]
+        del inputs
+        for prep in preps:
+            prep.run()  # compiles (numba JIT, NVRTC) outside any timed window
+        err = _check(case, preps, sel, ref)
+        row.update(rel_error=err, copies=copies)
+        if not err <= case.tolerance:
+            row["notes"] = (f"output differs from the float64 reference: rel_error {err:.3g} > "
+                            f"tolerance {case.tolerance:.3g}; excluded")
+            return row, samples
+        rot = Rotation([prep.run for prep in preps])
+        times = backend.time(rot, warmup=settings.warmup, min_reps=settings.min_reps,
+                             max_reps=settings.max_reps, budget_s=settings.budget_s)
+        err = max(err, _check(case, preps, sel, ref))  # the timed launches' own outputs
+        row["rel_error"] = err
+        if not err <= case.tolerance:
+            row["notes"] = (f"output after timing differs from the float64 reference: rel_error "
+                            f"{err:.3g} > tolerance {case.tolerance:.3g}; excluded")
+            return row, samples
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # one failing case is reported and excluded, the bench goes on
+        row["notes"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return row, samples
+    finally:
+        del preps
+    med = float(np.median(times))
+    q1, q3 = float(np.quantile(times, 0.25)), float(np.quantile(times, 0.75))
+    spread = (q3 - q1) / med if med > 0 else 0.0
+    # Rotating copies keep one launch's data out of the next one's cache; data a launch itself
+    # reads twice (LSTM weights, step after step) can still come from cache if the launch fits.
+    working_set = case.device_bytes * (1 if w.reuse_within_launch else copies)
+    placed = place_case(roof, case.flops, case.bytes, med, case.unit, spread,
+                        working_set_bytes=working_set, cache_bytes=backend.cache_bytes())
+    notes = placed.pop("notes")
+    row.update(placed, time_s=med, time_q1_s=q1, time_q3_s=q3, reps=len(times), valid=True,
+               notes="; ".join(notes))
+    for i, ts in enumerate(times):
+        samples.append({"name": case.name, "case": case.label, "impl": case.impl, "dtype": case.dtype,
+                        "rep": i, "copy": (settings.warmup + i) % copies, "time_s": float(ts)})
+    return row, samples
+
+
+def bench_cases(backend: Backend, roof: Roofline, cases: list[Case], settings: BenchSettings,
+                progress: bool = True) -> pd.DataFrame:
+    """Run `cases` in order; the table's `attrs['samples']` holds one row per timed repetition."""
+    check_fits(backend, cases)
+    rows, samples = [], []
+    with tqdm(total=len(cases), desc="bench", unit="case", disable=not progress or None,
+              file=sys.stderr) as bar:
+        for case in cases:
+            bar.set_postfix_str(f"{case.name} {case.label} {case.dtype}")
+            row, s = run_case(backend, roof, case, settings)
+            rows.append(row)
+            samples += s
+            bar.update()
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    table["notes"] = table["notes"].fillna("")
+    table.attrs["samples"] = pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
+    return table
+
+
+def run_bench(backend: Backend, roofline: Roofline, workloads: list[str] | None = None,
+              size: str = "default", progress: bool = True, *, shape: dict | None = None,
+              settings: BenchSettings | None = None) -> pd.DataFrame:
+    """Check, time and place the workloads' cases on `roofline`: one row per case (workloads.csv).
+
+    The per-repetition samples are in `table.attrs['samples']`; `write_into_run` stores both.
+    """
+    cases = plan(workloads, size, backend.name, backend.cache_bytes(), shape)
+    return bench_cases(backend, roofline, cases, settings or BenchSettings.preset(size, backend.name),
+                       progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# run directories
+# ---------------------------------------------------------------------------------------------
+
+def workloads_summary(table: pd.DataFrame, **extra: Any) -> dict:
+    return {"cases": int(len(table)), "valid": int(table["valid"].sum()), "file": "workloads.csv",
+            "samples_file": "workload_samples.csv",
+            "above_roof": int(table["above_roof"].fillna(False).astype(bool).sum()),
+            "conventions": CONVENTIONS, **extra}
+
+
+def write_into_run(run_dir: str | Path, table: pd.DataFrame, **extra: Any) -> dict:
+    """Add workloads.csv and workload_samples.csv to a run directory and record them in run.json."""
+    run = load_run(run_dir)
+    meta = dict(run.meta)
+    meta["workloads"] = workloads_summary(table, **extra)
+    samples = table.attrs.get("samples", pd.DataFrame(columns=SAMPLE_COLUMNS))
+    write_run(run.path, meta, {"workloads": table, "workload_samples": samples})
+    return meta
+
+
+def _is_complete(run: Run) -> bool:
+    return run.meta.get("status") == "complete" and bool(run.meta.get("ceilings"))
+
+
+def same_device(run: Run, backend_name: str, device_name: str) -> bool:
+    return run.meta.get("backend") == backend_name and run.meta["device"].get("name") == device_name
+
+
+def newest_run(backend_name: str, device_name: str, root: str | Path = "results") -> Run | None:
+    """The newest complete run with ceilings under results/<slug(device)>/ for this backend and device."""
+    best: tuple[str, Run] | None = None
+    for f in sorted(Path(root, slug(device_name)).glob("*/run.json")):
+        try:
+            run = load_run(f)
+        except UsageError:
+            continue
+        if not _is_complete(run) or not same_device(run, backend_name, device_name):
+            continue
+        key = str(run.meta.get("created_utc") or "")
+        if best is None or key >= best[0]:
+            best = (key, run)
+    return best[1] if best else None
+
+
+def _fresh_dir(device_name: str) -> Path:
+    base = Path("results") / slug(device_name)
+    path = base / utc_stamp()
+    i = 1
+    while (path / "run.json").exists():
+        path = base / f"{utc_stamp()}-{i}"
+        i += 1
+    return path
+
+
+@dataclass
+class Target:
+    """Where the ceilings come from and where the workloads go."""
+
+    roof: Roofline
+    source: Run
+    run_dir: Path
+    existing: bool  # write into an existing complete run (else a new run directory)
+
+
+def resolve_target(backend: Backend, ceilings: str | None, out: str | None, force: bool,
+                   progress: bool = True, device_index: int = 0) -> Target:
+    info = backend.device_info()
+    name = info.get("name") or backend.name
+
+    def refuse(run: Run, what: str) -> None:
+        if not force and not same_device(run, backend.name, name):
+            raise UsageError(f"{what} {run.path}: measured on {run.meta['device'].get('name')!r} "
+                             f"({run.meta.get('backend')}), this bench runs on {name!r} ({backend.name}); "
+                             "use --force to place against it anyway")
+
+    out_run = None
+    if out and (Path(out) / "run.json").exists():
+        out_run = load_run(out)
+        if not _is_complete(out_run):
+            raise UsageError(f"--out {out}: holds a run that is not complete or has no ceilings; "
+                             "give an empty directory or a complete measure run")
+        refuse(out_run, "--out")
+    if ceilings:
+        source = load_run(ceilings)
+        if not _is_complete(source):
+            raise UsageError(f"--ceilings {ceilings}: the run is not complete or has no ceilings")
+        refuse(source, "--ceilings")
+    elif out_run is not None:
+        source = out_run
+    else:
+        found = newest_run(backend.name, name)
+        if found is None:
+            from gpuroof.measure import measure
+
+            print(f"gpuroof: no complete run for {name!r} under results/{slug(name)}/: "
+                  "measuring the ceilings first (measure --quick)", file=sys.stderr)
+            res = measure(backend.name, device_index, quick=True, progress=progress)
+            found = load_run(res.run_dir)
+            if out is None:
+                return Target(Roofline.from_dict(found.meta["ceilings"]), found, found.path, True)
+        source = found
+    roof = Roofline.from_dict(source.meta["ceilings"])
+    if out_run is not None:
+        return Target(roof, source, out_run.path, True)
+    return Target(roof, source, Path(out) if out else _fresh_dir(name), False)
+
+
+def new_run_meta(backend: Backend, source: Run, argv: list[str]) -> dict:
+    from gpuroof.measure import host_info, versions
+
+    meta = {"schema_version": SCHEMA_VERSION, "kind": KIND, "status": "partial",
+            "created_utc": datetime.now(timezone.utc).isoformat(), "command": argv,
+            "backend": backend.name, "device": backend.device_info(), "host": host_info(),
+            "versions": versions(), "ceilings": source.meta["ceilings"],
+            "ceilings_source": str(source.path)}
+    for key in COPIED_KEYS:
+        if key in source.meta:
+            meta[key] = source.meta[key]
+    return meta
+
+
+def save(target: Target, backend: Backend, table: pd.DataFrame, argv: list[str], **extra: Any) -> Path:
+    if target.existing:
+        write_into_run(target.run_dir, table, ceilings_source=str(target.source.path), **extra)
+        return target.run_dir
+    meta = new_run_meta(backend, target.source, argv)
+    meta["status"] = "complete"
+    meta["workloads"] = workloads_summary(table, ceilings_source=str(target.source.path), **extra)
+    samples = table.attrs.get("samples", pd.DataFrame(columns=SAMPLE_COLUMNS))
+    write_run(target.run_dir, meta, {"workloads": table, "workload_samples": samples})
+    return target.run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+def _time(s: float) -> str:
+    if not isinstance(s, (int, float)) or not math.isfinite(s):
+        return "-"
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if s >= scale:
+            return f"{s / scale:.4g} {unit}"
+    return f"{s * 1e9:.4g} ns"
+
+
+def _num(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def results_table(table: pd.DataFrame) -> str:
+    """The bench table: one line per case, notes as numbered footnotes below it."""
+    head = ("workload", "case", "dtype", "time", "achieved", "bandwidth", "FLOP/B", "attainable",
+            "eff", "meas/pred", "bound", "")
+    rows, notes = [head], []
+    for r in table.to_dict("records"):
+        flag = ""
+        if not r["valid"]:
+            flag = "EXCLUDED"
+        elif r["above_roof"]:
+            flag = "ABOVE ROOF"
+        if r["notes"]:
+            notes.append(r["notes"])
+            flag = (flag + f" [{len(notes)}]").strip()
+        rows.append((r["name"], r["case"], r["dtype"], _time(r["time_s"]),
+                     si(r["achieved_flops"], "FLOP/s") if r["valid"] else "-",
+                     si(r["achieved_bandwidth_Bps"], "B/s") if r["valid"] else "-",
+                     _num(r["intensity"], ".3g"), si(r["attainable_flops"], "FLOP/s"),
+                     _num(r["efficiency"], ".2f"), _num(r["measured_over_predicted"], ".2f"),
+                     r["bound"] or "-", flag))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
+def json_records(table: pd.DataFrame) -> list[dict]:
+    records = table.to_dict("records")
+    for r in records:
+        r["params"] = json.loads(r["params"]) if isinstance(r["params"], str) else r["params"]
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+def _index(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...)")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare `gpuroof bench` on the CLI's subparsers (cli.build_parser calls this)."""
+    from gpuroof.cli import _list
+
+    b = sub.add_parser("bench", parents=[common],
+                       help="time real kernels (conv, GEMM, LSTM, MLP, triad) and place them on the roofline")
+    b.add_argument("--device", type=_index, default=0, help="device index (default 0)")
+    b.add_argument("--workload", type=_list, default=None,
+                   help=f"comma-separated workloads ({', '.join(WORKLOADS)}; default: all)")
+    b.add_argument("--size", choices=SIZES, default="default",
+                   help="case preset: small (CI, ~20 s on 2 cores), default or large")
+    b.add_argument("--shape", default=None,
+                   help="key=value,... parameters of one workload instead of its preset, "
+                        "e.g. --workload gemm --shape m=1,n=8192,k=8192")
+    b.add_argument("--ceilings", default=None,
+                   help="run directory whose measured ceilings to use (default: the newest complete "
+                        "run for this device under results/, else measure --quick first)")
+    b.add_argument("--force", action="store_true", help="accept --ceilings from a different device")
+    b.add_argument("--out", default=None,
+                   help="a complete measure run directory to add the workloads to, or a new directory")
+    b.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    b.set_defaults(func=main_bench)
+    return b
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    from gpuroof.backends import get_backend
+
+    shape = parse_shape(args.shape)
+    backend = get_backend(args.backend, args.device)
+    try:
+        cases = plan(args.workload, args.size, backend.name, backend.cache_bytes(), shape)
+        check_fits(backend, cases)
+        progress = not args.json
+        target = resolve_target(backend, args.ceilings, args.out, args.force, progress, args.device)
+        argv = ["gpuroof", *sys.argv[1:]]
+        if not target.existing:
+            make_run_dir(str(target.run_dir), backend.device_info().get("name") or backend.name)
+            write_run(target.run_dir, new_run_meta(backend, target.source, argv), {})  # partial
+        settings = BenchSettings.preset(args.size, backend.name)
+        try:
+            table = bench_cases(backend, target.roof, cases, settings, progress=progress)
+        except MemoryError as e:
+            raise MeasurementError(f"out of memory during the bench: {e}") from None
+        run_dir = save(target, backend, table, argv, size=args.size, settings=asdict(settings))
+    finally:
+        backend.close()
+    print(results_table(table))
+    bad = int((~table["valid"]).sum())
+    if bad:
+        print(f"gpuroof: {bad} of {len(table)} cases failed their check or did not run; excluded",
+              file=sys.stderr)
+    print(f"ceilings: {target.source.path}")
+    print(f"run directory: {run_dir}")
+    if args.json:
+        print(dumps({"run_dir": str(run_dir), "backend": backend.name,
+                     "device": backend.device_info().get("name"), "ceilings": target.source.meta["ceilings"],
+                     "ceilings_source": str(target.source.path), "workloads": json_records(table)}))
+    return 0

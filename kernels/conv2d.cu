@@ -1,0 +1,140 @@
+// gpuroof conv2d workload: direct NCHW convolution and the im2col unfolding of the library path.
+//
+// Same semantics as gpuroof/workloads/_cpu_kernels.py (conv2d_direct) and the float64 reference in
+// gpuroof/workloads/conv2d.py:
+//   y[n, k, oh, ow] = sum over c < C, r < KS, s < KS of
+//                     w[k, c, r, s] * x[n, c, oh*stride + r - pad, ow*stride + s - pad]
+// with x = 0 outside the image (zero padding). The host (gpuroof/workloads/conv2d.py) compiles this
+// file with NVRTC through CuPy's RawModule and asks for instances by name expression, e.g.
+// "conv2d_direct<float, 3, 8>" or "im2col<float>".
+//
+// conv2d_direct<T, KS, KB>: one thread = one output pixel of one image for KB consecutive output
+//   channels (KB accumulators in registers, so every input value loaded feeds KB FMAs). A block is
+//   256 pixels of one image (gridDim.x = images x pixel tiles, so any batch fits the 2^31 - 1 limit)
+//   and one group of KB channels (gridDim.y); for each input
+//   channel the block stages the KB x KS x KS weights it needs in shared memory, and every thread
+//   reads them as broadcasts. Loads of x by consecutive threads touch consecutive pixels (coalesced
+//   for stride 1). Accumulation is in float for float/half/bfloat16 and in double for double, so
+//   16-bit data runs on the float32 FMA pipes (the unit the workload declares).
+// im2col<T>: cols[n, (c*KS + r)*KS + s, oh*OW + ow] = x[n, c, oh*stride + r - pad, ow*stride + s - pad]
+//   (0 outside), one element per thread, grid-stride; a cuBLAS GEMM then does the FLOPs.
+//
+// Compile check without NVRTC: nvcc -std=c++17 -arch=sm_90 -c -DGPUROOF_INSTANTIATE_ALL conv2d.cu
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+namespace gpuroof_conv {
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_acc(typename Acc<T>::type v);
+template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
+template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+}  // namespace gpuroof_conv
+
+template <typename T, int KS, int KB>
+__global__ void __launch_bounds__(256)
+conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+              int N, int C, int H, int W, int K, int OH, int OW, int stride, int pad) {
+    using A = typename gpuroof_conv::Acc<T>::type;
+    __shared__ A ws[KB][KS * KS];
+    const int tiles = (OH * OW + blockDim.x - 1) / blockDim.x;
+    const int n = blockIdx.x / tiles;
+    const int k0 = blockIdx.y * KB;
+    const int pix = (blockIdx.x - n * tiles) * blockDim.x + threadIdx.x;
+    const bool active = pix < OH * OW;
+    const int oh = active ? pix / OW : 0;
+    const int ow = active ? pix - oh * OW : 0;
+    const int ih0 = oh * stride - pad;
+    const int iw0 = ow * stride - pad;
+
+    A acc[KB];
+#pragma unroll
+    for (int j = 0; j < KB; ++j) acc[j] = A(0);
+
+    const T* xn = x + (size_t)n * C * H * W;
+    for (int c = 0; c < C; ++c) {
+        // Stage w[k0 .. k0+KB-1, c, :, :] (zero for channels past K).
+        for (int i = threadIdx.x; i < KB * KS * KS; i += blockDim.x) {
+            const int j = i / (KS * KS);
+            const int t = i - j * (KS * KS);
+            ws[j][t] = (k0 + j < K) ? gpuroof_conv::to_acc(w[((size_t)(k0 + j) * C + c) * KS * KS + t]) : A(0);
+        }
+        __syncthreads();
+        if (active) {
+            const T* xc = xn + (size_t)c * H * W;
+#pragma unroll
+            for (int r = 0; r < KS; ++r) {
+                const int ih = ih0 + r;
+                if (ih < 0 || ih >= H) continue;
+#pragma unroll
+                for (int s = 0; s < KS; ++s) {
+                    const int iw = iw0 + s;
+                    if (iw < 0 || iw >= W) continue;
+                    const A v = gpuroof_conv::to_acc(xc[(size_t)ih * W + iw]);
+#pragma unroll
+                    for (int j = 0; j < KB; ++j) acc[j] = fma(ws[j][r * KS + s], v, acc[j]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    if (!active) return;
+#pragma unroll
+    for (int j = 0; j < KB; ++j) {
+        if (k0 + j < K) {
+            y[(((size_t)n * K + k0 + j) * OH + oh) * OW + ow] = gpuroof_conv::from_acc<T>(acc[j]);
+        }
+    }
+}
+
+template <typename T>
+__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long total, int C, int H,
+                       int W, int KS, int OH, int OW, int stride, int pad) {
+    const long long plane = (long long)OH * OW;
+    const long long rows = (long long)C * KS * KS;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long p = i % plane;      // output pixel
+        const long long q = i / plane;      // n * rows + row
+        const long long row = q % rows;
+        const long long n = q / rows;
+        const int s = (int)(row % KS);
+        const int r = (int)((row / KS) % KS);
+        const int c = (int)(row / ((long long)KS * KS));
+        const int oh = (int)(p / OW);
+        const int ow = (int)(p - (long long)oh * OW);
+        const int ih = oh * stride - pad + r;
+        const int iw = ow * stride - pad + s;
+        T v = T(0);
+        if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[((n * C + c) * H + ih) * W + iw];
+        cols[i] = v;
+    }
+}
+
+#ifdef GPUROOF_INSTANTIATE_ALL
+// Every instance the workload asks for by default (compile check; NVRTC instantiates on demand).
+template __global__ void conv2d_direct<float, 1, 8>(const float*, const float*, float*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<float, 3, 8>(const float*, const float*, float*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<float, 5, 8>(const float*, const float*, float*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<float, 7, 8>(const float*, const float*, float*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<double, 3, 8>(const double*, const double*, double*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<__half, 3, 8>(const __half*, const __half*, __half*, int, int, int, int, int, int, int, int, int);
+template __global__ void conv2d_direct<__nv_bfloat16, 3, 8>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, int, int, int, int, int, int, int, int, int);
+template __global__ void im2col<float>(const float*, float*, long long, int, int, int, int, int, int, int, int);
+template __global__ void im2col<double>(const double*, double*, long long, int, int, int, int, int, int, int, int);
+template __global__ void im2col<__half>(const __half*, __half*, long long, int, int, int, int, int, int, int, int);
+template __global__ void im2col<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, long long, int, int, int, int, int, int, int, int);
+#endif
