@@ -18,7 +18,7 @@ import pandas as pd
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "tf32": 1e-2, "float16": 5e-3, "bfloat16": 2e-2,
              "int8": 0.0}
 
-#: Stop growing the size once a step gains less than this (the rate has plateaued) twice in a row.
+#: The rate has plateaued when the largest size gains less than this over the best smaller one.
 PLATEAU_GAIN = 0.02
 
 
@@ -56,12 +56,15 @@ def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
 def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *, budget_s: float,
                  min_reps: int, max_reps: int, sampler: Any = None,
                  progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """Time GEMMs of growing size per unit; one row per timed repetition (long form)."""
+    """Time GEMMs of growing size per unit; one row per timed repetition (long form).
+
+    Every size is timed (BLAS libraries pick different kernels by size, so an early flat stretch
+    says little about the large sizes); `matrix_plateaus` then tells whether the rate levelled off.
+    """
     rows: list[dict] = []
     for unit in units:
         if sampler is not None:
             sampler.phase(f"matrix {unit}")
-        best, flat = 0.0, 0
         for n in sizes:
             try:
                 g = backend.gemm(unit, n)
@@ -81,13 +84,17 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
             if progress:
                 progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid})
             del g
-            if not valid:
-                continue
-            flat = flat + 1 if rate < best * (1 + PLATEAU_GAIN) else 0
-            best = max(best, rate)
-            if flat >= 2:
-                break
     return pd.DataFrame(rows)
+
+
+def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:
+    """Per unit: did the largest valid size gain less than PLATEAU_GAIN over the best smaller one?"""
+    out = {}
+    ok = samples[samples["valid"]]
+    for unit, df in ok.groupby("unit", sort=False):
+        rate = (df.groupby("n")["flops"].first() / df.groupby("n")["time_s"].median()).sort_index()
+        out[unit] = bool(len(rate) >= 2 and rate.iloc[-1] < rate.iloc[:-1].max() * (1 + PLATEAU_GAIN))
+    return out
 
 
 def matrix_ceilings(samples: pd.DataFrame) -> dict[str, float]:

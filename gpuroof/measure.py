@@ -22,7 +22,7 @@ from gpuroof.backends.base import Backend
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
-from gpuroof.matrix import matrix_ceilings, matrix_sweep
+from gpuroof.matrix import matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline
 from gpuroof.sweep import CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
 from gpuroof.telemetry import Sampler
@@ -179,6 +179,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                                                 / tables["shared"]["time_s"].median())
         if "matrix" in tables:
             roof["compute"].update(matrix_ceilings(tables["matrix"]))
+            meta["matrix_plateau_reached"] = matrix_plateaus(tables["matrix"])
         roof["bandwidth"] = dict(sorted(roof["bandwidth"].items(), key=lambda kv: LEVELS.index(kv[0])))
         ceilings = Roofline.from_dict(roof)
         valid = points[points["valid"]]

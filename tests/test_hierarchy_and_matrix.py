@@ -97,3 +97,15 @@ def _bad(args, capsys, match):
 def test_levels_bad_input(capsys):
     _bad(["measure", "--backend", "cpu", "--levels", "l1,l7"], capsys, "unknown level l7")
     _bad(["measure", "--backend", "cpu", "--levels", "shared"], capsys, "no shared level")
+
+
+def test_matrix_plateau_is_reached_when_the_largest_size_gains_little():
+    from gpuroof.matrix import matrix_plateaus
+
+    def rows(unit, rates):
+        return [{"unit": unit, "n": n, "time_s": 2 * n ** 3 / r, "flops": 2 * n ** 3, "valid": True}
+                for n, r in rates]
+
+    df = pd.DataFrame(rows("float32-matrix", [(512, 100e9), (1024, 200e9), (2048, 201e9)])
+                      + rows("float64-matrix", [(512, 50e9), (1024, 60e9), (2048, 90e9)]))
+    assert matrix_plateaus(df) == {"float32-matrix": True, "float64-matrix": False}

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#define LANES 64
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -14,7 +16,7 @@ static int cmp(const void *a, const void *b) {
 int main(int argc, char **argv) {
     long bytes = argc > 1 ? atol(argv[1]) : 1L << 20;
     int reps = argc > 2 ? atoi(argv[2]) : 15;
-    long n = bytes / sizeof(float);
+    long n = bytes / sizeof(float) / (LANES * 64) * (LANES * 64);  /* whole chunks per thread */
     long passes = (512L << 20) / bytes > 0 ? (512L << 20) / bytes : 1;
     float *x = aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
     double *t = malloc(reps * sizeof *t);
@@ -29,13 +31,15 @@ int main(int argc, char **argv) {
         {
             int id = omp_get_thread_num();
             long lo = id * n / threads, hi = (id + 1) * n / threads;
-            float s = 0;
+            /* 64 independent partial sums (4 AVX-512 registers): enough to cover add latency, so
+             * the loop is bound by the loads, not by one accumulator's dependency chain. */
+            float acc[LANES] = {0};
             for (long p = 0; p < passes; p++) {
-                float ps = 0;
-#pragma omp simd reduction(+ : ps)
-                for (long i = lo; i < hi; i++) ps += x[i];
-                s += ps;  /* one pass is exact in float32: n < 2**24 */
+                for (long i = lo; i + LANES <= hi; i += LANES)
+                    for (int j = 0; j < LANES; j++) acc[j] += x[i + j];
             }
+            float s = 0;
+            for (int j = 0; j < LANES; j++) s += acc[j];
             total += s;
         }
         t[r] = omp_get_wtime() - t0;

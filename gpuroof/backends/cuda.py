@@ -579,7 +579,7 @@ class CudaBackend(Backend):
         return tuple(units)
 
     def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
-        return (2048, 4096, 8192) if quick else (1024, 2048, 4096, 8192, 12288, 16384)
+        return (4096, 8192) if quick else (2048, 4096, 8192, 12288, 16384)
 
     def gemm(self, unit: str, n: int):
         """n x n x n GEMM through cublasGemmEx (row-major C = A @ B as column-major B^T A^T)."""
