@@ -51,7 +51,6 @@ def matrix_ceiling(backend: Backend, sizes=MATRIX_SIZES, dtype: str = "float32")
         run()
         times = backend.time(run, warmup=1, min_reps=3, max_reps=20, budget_s=0.5)
         rates.append(2 * n ** 3 / float(np.median(times)))
-        del a, c
     best = int(np.argmax(rates))
     return {"value": rates[best], "size": sizes[best], "sizes": list(sizes), "rates_flops": rates,
             "source": f"experiments/bench_efficiency.py: best {xp.__name__}.matmul {dtype} rate over "

@@ -460,7 +460,6 @@ def figure(runs: list[Run], c: Comparison) -> Any:
     styles = dict(zip(units, ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 3))] * 4))
     ridges = [v for v in c.runs.filter(like="_ridge_flop_per_byte").to_numpy().ravel()
               if isinstance(v, float) and math.isfinite(v) and v > 0]
-    pts = c.workloads
     x_lo = min([0.01] + ([float(x) for x in _intensities(runs)] or []))
     x_hi = max([100.0] + [10 * r for r in ridges] + [10 * x for x in _intensities(runs)])
     xs = np.geomspace(x_lo, x_hi, 400)
@@ -509,7 +508,7 @@ def _intensities(runs: list[Run]) -> list[float]:
 def write_plot(runs: list[Run], c: Comparison, path: str | Path) -> Path:
     import io
 
-    from gpuroof.plots import atomic_write_bytes
+    from gpuroof.results import atomic_write_bytes
 
     fmt = plot_format(path)
     buf = io.BytesIO()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -20,7 +18,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.results import KIND, SCHEMA_VERSION, Run, atomic_write_csv
+from gpuroof.results import KIND, SCHEMA_VERSION, Run, atomic_path, atomic_write_csv
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -279,20 +277,8 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
     if fmt == "csv":
         atomic_write_csv(path, df)
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         _parquet_safe(df).to_parquet(tmp, index=False)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------- command line

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 
 from gpuroof.errors import UsageError
 from gpuroof.nvml import THROTTLE_BITS, reason_names
-from gpuroof.results import Run, load_run
+from gpuroof.results import Run, atomic_write_bytes, load_run
 from gpuroof.units import si
 
 if TYPE_CHECKING:  # the drawing libraries are imported when a figure is drawn: `gpuroof --help` stays fast
@@ -77,27 +76,6 @@ class Drawn:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Bytes beside `path` in a temporary file, fsync, rename: a reader never sees half a figure."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def render(drawn: Drawn, fmt: str) -> bytes:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from gpuroof.errors import UsageError
-from gpuroof.results import SCHEMA_VERSION, atomic_write_text, load_run, make_run_dir, slug
+from gpuroof.results import (SCHEMA_VERSION, atomic_path, atomic_write_text, load_run, make_run_dir,
+                             slug)
 from gpuroof.telemetry import Sampler
 
 
@@ -52,10 +53,15 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
     target = tmp_path / "run.json"
     target.write_text("old")
 
-    with pytest.raises(TypeError):
-        atomic_write_text(target, None)  # fails while writing
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of a new run.js")
+            raise RuntimeError("killed while writing")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["run.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["run.json"]
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # readable by others, unlike mkstemp's
 
 
 def test_make_run_dir_refuses_unwritable_and_occupied_dirs(tmp_path):

@@ -6,12 +6,15 @@ import platform
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from gpuroof.backends.base import ITEMSIZE, Backend, Launch, SweepBuffers, sweep_input
 from gpuroof.errors import UsageError
+
+if TYPE_CHECKING:
+    from gpuroof.matrix import Gemm
 
 SYS_CPU = Path("/sys/devices/system/cpu")
 
