@@ -19,7 +19,7 @@ from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import (KIND, SCHEMA_VERSION, Run, dumps, load_run, make_run_dir, slug,
                              utc_stamp, write_run)
 from gpuroof.roofline import Roofline, place
-from gpuroof.units import si
+from gpuroof.units import si, text_table
 from gpuroof.workloads import CONVENTIONS, SIZES, WORKLOADS, Case, parse_shape, plan
 from gpuroof.workloads.base import rel_error, to_float64
 
@@ -501,9 +501,7 @@ def results_table(table: pd.DataFrame) -> str:
                      _num(r["intensity"], ".3g"), si(r["attainable_flops"], "FLOP/s"),
                      _num(r["efficiency"], ".2f"), _num(r["measured_over_predicted"], ".2f"),
                      r["bound"] or "-", flag))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(rows)
     lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
     return "\n".join(lines)
 
@@ -519,15 +517,9 @@ def json_records(table: pd.DataFrame) -> list[dict]:
 # command line
 # ---------------------------------------------------------------------------------------------
 
-def _index(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...)")
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Declare `gpuroof bench` on the CLI's subparsers (cli.build_parser calls this)."""
-    from gpuroof.cli import _list
+    from gpuroof.cli import _index, _list
 
     b = sub.add_parser("bench", parents=[common],
                        help="time real kernels (conv, GEMM, LSTM, MLP, triad) and place them on the roofline")

@@ -29,6 +29,7 @@ import pandas as pd
 from gpuroof.compare import fmt_time
 from gpuroof.errors import UsageError
 from gpuroof.results import Run, dumps, load_run
+from gpuroof.units import text_table
 
 KEY = ["name", "case", "dtype"]
 
@@ -409,9 +410,7 @@ def render(res: CheckResult) -> str:
                      _f(r.get("baseline_efficiency"), ".3f"), _f(r.get("current_efficiency"), ".3f"),
                      _f(r.get("roof_ratio"), ".3f"), {"efficiency": "eff"}.get(r.get("basis"), r.get("basis") or "-"),
                      _f(r.get("ratio"), ".3f"), ci, _f(r.get("p_value"), ".2g")))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(rows)
     for r in t.to_dict("records"):
         if r["verdict"] != "SAME":
             lines.append(f"{r['verdict']}: {r['name']} {r['case']} {r['dtype']}: {r['reason']}")
@@ -439,14 +438,10 @@ def _pct(text: str) -> float:
     return v / 100
 
 
-def _index(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...)")
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Declare `gpuroof check` on the CLI's subparsers."""
+    from gpuroof.cli import _index
+
     p = sub.add_parser("check", parents=[common],
                        help="regression gate: workloads now (or --current) against a baseline run; exit 1 "
                             "when one got slower")

@@ -12,7 +12,7 @@ from typing import Callable
 from gpuroof import __version__
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import dumps
-from gpuroof.units import parse_bytes, si
+from gpuroof.units import parse_bytes, si, text_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,12 @@ def _device(text: str) -> int | str:
     if text.isdigit():
         return int(text)
     raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...) or 'all'")
+
+
+def _index(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: a device index (0, 1, ...)")
 
 
 def _list(text: str) -> list[str]:
@@ -150,9 +156,7 @@ def summary_table(meta: dict) -> str:
         r = ratios["compute"].get(unit)
         rows.append((unit, si(v, "FLOP/s"), si(theo["compute"].get(unit), "FLOP/s"),
                      f"{r:.3f}" if r else "-", f"{meta['ridge_points'][unit]:.3g}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(rows)
     fit = meta["fit"]
     clocks = meta["median_clocks"]
     lines.append(f"clocks (median during points): SM/core {clocks['sm_clock_mhz'] or '-'} MHz, "

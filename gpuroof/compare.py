@@ -21,7 +21,7 @@ import pandas as pd
 from gpuroof.errors import UsageError
 from gpuroof.merge import find_runs
 from gpuroof.results import Run, dumps, load_run
-from gpuroof.units import si
+from gpuroof.units import si, text_table
 
 FORMATS = ("table", "markdown", "csv", "json")
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -386,11 +386,7 @@ def workload_table(c: Comparison) -> list[list[str]] | None:
 
 
 def _text(rows: list[list[str]]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(rows))
 
 
 def _markdown(rows: list[list[str]]) -> str:

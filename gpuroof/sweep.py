@@ -95,8 +95,7 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
     nbytes = settings.buffer_bytes or backend.default_buffer_bytes()
     for dtype in settings.dtypes:
         sampler.phase(f"compile {dtype}")
-        if hasattr(backend, "compile"):
-            backend.compile(dtype)  # JIT time stays out of every timed window
+        backend.compile(dtype)  # JIT time stays out of every timed window
         buf = backend.alloc_sweep(dtype, nbytes)
         buffers[dtype] = buf.elements
         for variant in settings.variants:

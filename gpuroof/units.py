@@ -19,6 +19,16 @@ def parse_bytes(text: str) -> int:
     return int(num * base ** power)
 
 
+def text_table(rows: list) -> list[str]:
+    """Rows of cells (the first row is the header) as left-aligned lines, a dashed rule under the
+    header."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def si(value: float | None, unit: str, digits: int = 4) -> str:
     """1.234e12, 'FLOP/s' -> '1.234 TFLOP/s'."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

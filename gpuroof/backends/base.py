@@ -77,6 +77,10 @@ class Backend:
     def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
         raise NotImplementedError
 
+    def compile(self, dtype: str) -> None:
+        """Compile (or load) the sweep kernels of `dtype` now, so compile time stays out of every
+        timed window."""
+
     def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
                      passes: int = 1) -> Launch:
         """Prepare one launch over the first `elements` of `buf`, streamed `passes` times."""
