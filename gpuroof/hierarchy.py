@@ -77,8 +77,8 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
         for size in sizes:
             elements = max(buf.granule, size // ITEMSIZE[DTYPE] // buf.granule * buf.granule)
             ws = elements * ITEMSIZE[DTYPE]
-            passes = max(1, math.ceil(target / ws))
-            launch = backend.sweep_launch(buf, 0, "ro", elements, passes)
+            launch = backend.working_set_launch(buf, elements, max(1, math.ceil(target / ws)))
+            passes = launch.passes  # reads of every element in one launch, as the backend made it
             buf.partial[...] = np.nan
             t0 = sampler.now() if sampler is not None else 0.0
             times = backend.time(launch.run, warmup=1, min_reps=min_reps, max_reps=max_reps,

@@ -32,6 +32,7 @@ class Gemm:
     check: Callable[[], float]
     itemsize_in: int
     itemsize_out: int
+    layout: str = "NN"  # the library's operation pair (cuBLAS column-major: transa, transb)
 
     @property
     def flops(self) -> int:
@@ -78,7 +79,8 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
             tel = sampler.window(t0, t1) if sampler is not None else {}
             rate = g.flops / float(np.median(times))
             for rep, t in enumerate(times):
-                rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "rep": rep, "time_s": float(t),
+                rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "layout": g.layout,
+                             "rep": rep, "time_s": float(t),
                              "flops": g.flops, "bytes": g.bytes, "valid": valid, "rel_error": err,
                              "t_start_s": t0, "t_end_s": t1, **tel})
             if progress:

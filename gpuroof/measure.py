@@ -82,11 +82,34 @@ class MeasureResult:
     points: pd.DataFrame
 
 
-def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict) -> dict:
-    """Theoretical peaks at the max clock and at the median clock measured during the points."""
+def plateau_clocks(points: pd.DataFrame, plateaus: dict, matrix: pd.DataFrame | None = None) -> dict:
+    """SM clock (MHz) recorded during each compute ceiling's own plateau: the median over the points
+    the ceiling came from (a matrix unit: its best size). A clock taken over all points mixes the
+    memory-bound ones, which often run at another clock than the FMA-bound ones."""
+    out: dict[str, float] = {}
+    for unit, recs in plateaus.items():
+        keys = {(r["dtype"], r["variant"], r["fmas_per_element"]) for r in recs if "variant" in r}
+        hit = points[[k in keys for k in zip(points["dtype"], points["variant"], points["fmas_per_element"])]]
+        if unit != "dram" and hit["sm_clock_mhz"].notna().any():
+            out[unit] = float(hit["sm_clock_mhz"].median())
+    if matrix is not None and len(matrix) and "sm_clock_mhz" in matrix:
+        ok = matrix[matrix["valid"]]
+        for unit, df in ok.groupby("unit", sort=False):
+            rate = df.groupby("n")["flops"].first() / df.groupby("n")["time_s"].median()
+            best = df[df["n"] == rate.idxmax()]["sm_clock_mhz"]
+            if best.notna().any():
+                out[unit] = float(best.median())
+    return out
+
+
+def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict, unit_clocks: dict | None = None) -> dict:
+    """Theoretical peaks at the max clock and at the measured clock: for a compute ceiling in
+    `unit_clocks`, the SM clock of its own plateau; otherwise the median clock over the points."""
     max_sm, max_mem = backend.max_clocks()
     at_max = backend.theoretical(max_sm, max_mem) if (max_sm or max_mem) else None
     at_meas = backend.theoretical(clocks.get("sm_clock_mhz"), clocks.get("mem_clock_mhz"))
+    for unit, mhz in (unit_clocks or {}).items():
+        at_meas["compute"][unit] = backend.theoretical(mhz, None)["compute"].get(unit)
     ratios: dict = {"compute": {}, "bandwidth": {}}
     for kind in ("compute", "bandwidth"):
         for unit, measured in roof[kind].items():
@@ -185,7 +208,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         valid = points[points["valid"]]
         clocks = {k: (float(valid[k].median()) if valid[k].notna().any() else None)
                   for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")}
-        theo = peaks_and_ratios(backend, roof, clocks)
+        theo = peaks_and_ratios(backend, roof, clocks, plateau_clocks(points, cei.plateaus, tables.get("matrix")))
         invalid = points[~points["valid"]]
         meta.update({
             "status": "complete",

@@ -83,6 +83,10 @@ class Nvml:
     def handle_by_uuid(self, uuid: str) -> Any:
         return self._call("nvmlDeviceGetHandleByUUID", uuid)
 
+    def handle_by_pci_bus_id(self, bus_id: str) -> Any:
+        """Handle of the GPU at `bus_id` ('0000:1b:00.0' as CUDA writes it; NVML takes that form)."""
+        return self._call("nvmlDeviceGetHandleByPciBusId", bus_id)
+
     def driver_version(self) -> str | None:
         v = self._call("nvmlSystemGetDriverVersion")
         return v.decode() if isinstance(v, bytes) else v

@@ -81,6 +81,23 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
     return err if np.isfinite(err) else float("inf")
 
 
+def compute_point_elements(trial_elements: int, trial_s: float, target_s: float, step: int,
+                           most: int) -> int:
+    """Elements of a point whose launch of `trial_elements` took `trial_s`: all `most` when that
+    lasts at most `target_s`, else about `target_s` worth in whole grid steps of `step` elements.
+
+    The time comes from the point itself (its FMA count), not from a memory-bound neighbour, whose
+    time per FMA is many times too long and would shrink compute launches far below the target.
+    Whole steps keep the guarded partial step out: it would run every FMA for only some threads.
+    """
+    if trial_elements <= 0 or step <= 0 or most <= 0:
+        raise ValueError(f"trial_elements {trial_elements}, step {step}, most {most}: must be positive")
+    per_element_s = trial_s / trial_elements
+    if not per_element_s > 0 or per_element_s * most <= target_s:
+        return most
+    return min(most, max(step, int(target_s / per_element_s) // step * step))
+
+
 @dataclass
 class SweepResult:
     samples: pd.DataFrame  # one row per timed repetition
@@ -100,14 +117,16 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
         buffers[dtype] = buf.elements
         for variant in settings.variants:
             sampler.phase(f"{dtype} {variant}")
-            per_fma_s = None  # seconds per element per FMA seen so far, to size compute-bound points
+            elements = buf.elements
             for fmas in settings.fmas:
-                elements = buf.elements
-                if per_fma_s and fmas:
-                    predicted = per_fma_s * fmas * elements
-                    if predicted > settings.max_launch_s:
-                        elements = max(buf.granule, int(elements * settings.max_launch_s / predicted)
-                                       // buf.granule * buf.granule)
+                if not fmas:
+                    elements = buf.elements
+                else:  # sized by its own time: one untimed launch on the last point's elements
+                    trial = backend.sweep_launch(buf, fmas, variant, elements)
+                    trial_s = float(np.median(backend.time(trial.run, warmup=0, min_reps=1, max_reps=1,
+                                                           budget_s=0.0)))
+                    elements = compute_point_elements(elements, trial_s, settings.max_launch_s,
+                                                      backend.sweep_step(buf, fmas, variant), buf.elements)
                 launch = backend.sweep_launch(buf, fmas, variant, elements)
                 buf.partial[...] = np.nan  # stale results of another point can never pass the check
                 buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
@@ -120,8 +139,6 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                 flops, nb = counts(dtype, variant, fmas, elements, launch.partial_elements,
                                    launch.partial_itemsize)
                 med = float(np.median(times))
-                if fmas:
-                    per_fma_s = max(per_fma_s or 0.0, med / (fmas * elements))
                 tel = sampler.window(t_start, t_end)
                 for rep, t in enumerate(times):
                     rows.append({

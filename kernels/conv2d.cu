@@ -11,9 +11,8 @@
 // conv2d_direct<T, KS, KB>: one thread = one output pixel of one image for KB consecutive output
 //   channels (KB accumulators in registers, so every input value loaded feeds KB FMAs). A block is
 //   256 pixels of one image (gridDim.x = images x pixel tiles, so any batch fits the 2^31 - 1 limit)
-//   and one group of KB channels (gridDim.y); for each input
-//   channel the block stages the KB x KS x KS weights it needs in shared memory, and every thread
-//   reads them as broadcasts. Loads of x by consecutive threads touch consecutive pixels (coalesced
+//   and one group of KB channels (gridDim.y); the block stages the KB x KS x KS weights of several
+//   input channels in shared memory per barrier, and every thread reads them as broadcasts. Loads of x by consecutive threads touch consecutive pixels (coalesced
 //   for stride 1). Accumulation is in float for float/half/bfloat16 and in double for double, so
 //   16-bit data runs on the float32 FMA pipes (the unit the workload declares).
 // im2col<T>: cols[n, (c*KS + r)*KS + s, oh*OW + ow] = x[n, c, oh*stride + r - pad, ow*stride + s - pad]
@@ -44,12 +43,20 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(flo
 
 }  // namespace gpuroof_conv
 
+//   Channels are staged GPUROOF_CONV_CB at a time per barrier pair, laid out ws[c][r*KS + s][j]: the
+//   KB weights one input value meets are contiguous and 16-byte aligned, so for float 8 FMAs take two
+//   LDS.128 (one LDS.128 per 2 double FMAs) instead of one scalar shared load per FMA.
+#ifndef GPUROOF_CONV_CB
+#define GPUROOF_CONV_CB 4  // input channels per staging step
+#endif
+
 template <typename T, int KS, int KB>
 __global__ void __launch_bounds__(256)
 conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
               int N, int C, int H, int W, int K, int OH, int OW, int stride, int pad) {
     using A = typename gpuroof_conv::Acc<T>::type;
-    __shared__ A ws[KB][KS * KS];
+    constexpr int CB = GPUROOF_CONV_CB;
+    __shared__ __align__(16) A ws[CB][KS * KS][KB];
     const int tiles = (OH * OW + blockDim.x - 1) / blockDim.x;
     const int n = blockIdx.x / tiles;
     const int k0 = blockIdx.y * KB;
@@ -65,27 +72,36 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ 
     for (int j = 0; j < KB; ++j) acc[j] = A(0);
 
     const T* xn = x + (size_t)n * C * H * W;
-    for (int c = 0; c < C; ++c) {
-        // Stage w[k0 .. k0+KB-1, c, :, :] (zero for channels past K).
-        for (int i = threadIdx.x; i < KB * KS * KS; i += blockDim.x) {
-            const int j = i / (KS * KS);
-            const int t = i - j * (KS * KS);
-            ws[j][t] = (k0 + j < K) ? gpuroof_conv::to_acc(w[((size_t)(k0 + j) * C + c) * KS * KS + t]) : A(0);
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        // Stage w[k0 .. k0+KB-1, c0 .. c0+CB-1, :, :] (zero past K or C); consecutive threads read
+        // consecutive weights of one output channel.
+        for (int i = threadIdx.x; i < KB * CB * KS * KS; i += blockDim.x) {
+            const int j = i / (CB * KS * KS);
+            const int rest = i - j * (CB * KS * KS);
+            const int cc = rest / (KS * KS);
+            const int t = rest - cc * (KS * KS);
+            const bool in = k0 + j < K && c0 + cc < C;
+            ws[cc][t][j] = in ? gpuroof_conv::to_acc(w[((size_t)(k0 + j) * C + c0 + cc) * KS * KS + t]) : A(0);
         }
         __syncthreads();
         if (active) {
-            const T* xc = xn + (size_t)c * H * W;
+            const int cn = C - c0 < CB ? C - c0 : CB;
+#pragma unroll 1
+            for (int cc = 0; cc < cn; ++cc) {
+                const T* xc = xn + (size_t)(c0 + cc) * H * W;
 #pragma unroll
-            for (int r = 0; r < KS; ++r) {
-                const int ih = ih0 + r;
-                if (ih < 0 || ih >= H) continue;
+                for (int r = 0; r < KS; ++r) {
+                    const int ih = ih0 + r;
+                    if (ih < 0 || ih >= H) continue;
 #pragma unroll
-                for (int s = 0; s < KS; ++s) {
-                    const int iw = iw0 + s;
-                    if (iw < 0 || iw >= W) continue;
-                    const A v = gpuroof_conv::to_acc(xc[(size_t)ih * W + iw]);
+                    for (int s = 0; s < KS; ++s) {
+                        const int iw = iw0 + s;
+                        if (iw < 0 || iw >= W) continue;
+                        const A v = gpuroof_conv::to_acc(xc[ih * W + iw]);
+                        const A* wk = ws[cc][r * KS + s];
 #pragma unroll
-                    for (int j = 0; j < KB; ++j) acc[j] = fma(ws[j][r * KS + s], v, acc[j]);
+                        for (int j = 0; j < KB; ++j) acc[j] = fma(wk[j], v, acc[j]);
+                    }
                 }
             }
         }
@@ -100,27 +116,43 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ 
     }
 }
 
+// im2col's index math in I: 32-bit (unsigned) whenever the column matrix has fewer than 2^31
+// elements, so the divisions per element are 32-bit (a 64-bit division is a ~70-instruction
+// routine and made the kernel ALU-bound); 64-bit only for larger ones. Addresses are size_t.
+template <typename T, typename I>
+__device__ __forceinline__ void im2col_range(const T* __restrict__ x, T* __restrict__ cols, I total,
+                                             I C, int H, int W, I KS, I OH, I OW, int stride, int pad) {
+    const I plane = OH * OW;
+    const I rows = C * KS * KS;
+    const I kk = KS * KS;
+    const I threads = (I)gridDim.x * blockDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += threads) {
+        const I q = i / plane;  // n * rows + row
+        const I p = i - q * plane;  // output pixel
+        const I n = q / rows;
+        const I row = q - n * rows;
+        const I c = row / kk;
+        const I rs = row - c * kk;
+        const I r = rs / KS;
+        const I s = rs - r * KS;
+        const I oh = p / OW;
+        const I ow = p - oh * OW;
+        const int ih = (int)oh * stride - pad + (int)r;
+        const int iw = (int)ow * stride - pad + (int)s;
+        T v = T(0);
+        if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[(((size_t)n * C + c) * H + ih) * W + iw];
+        cols[i] = v;
+    }
+}
+
 template <typename T>
 __global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long total, int C, int H,
                        int W, int KS, int OH, int OW, int stride, int pad) {
-    const long long plane = (long long)OH * OW;
-    const long long rows = (long long)C * KS * KS;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const long long p = i % plane;      // output pixel
-        const long long q = i / plane;      // n * rows + row
-        const long long row = q % rows;
-        const long long n = q / rows;
-        const int s = (int)(row % KS);
-        const int r = (int)((row / KS) % KS);
-        const int c = (int)(row / ((long long)KS * KS));
-        const int oh = (int)(p / OW);
-        const int ow = (int)(p - (long long)oh * OW);
-        const int ih = oh * stride - pad + r;
-        const int iw = ow * stride - pad + s;
-        T v = T(0);
-        if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[((n * C + c) * H + ih) * W + iw];
-        cols[i] = v;
+    if (total < (1LL << 31)) {
+        im2col_range<T, unsigned int>(x, cols, (unsigned int)total, C, H, W, KS, OH, OW, stride, pad);
+    } else {
+        im2col_range<T, unsigned long long>(x, cols, (unsigned long long)total, C, H, W, KS, OH, OW,
+                                            stride, pad);
     }
 }
 

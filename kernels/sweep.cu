@@ -249,6 +249,39 @@ __global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
     }
 }
 
+// Working-set reads for the cache levels (gpuroof/hierarchy.py): x holds nvec float4s; one pass
+// reads reads_per_pass = copies x nvec of them, thread g taking reads g, g + T, g + 2T, ... (T threads
+// in the grid), read r at vector r mod nvec. Every element is read exactly `copies` times a pass, so
+// the closed form holds, and every thread of every SM has work at every working set (the host makes
+// each thread read at least 8 vectors a pass). Indices are 32-bit (the host checks reads_per_pass).
+//   CG = true : __ldcg (cache global): served by L2, never by L1, for working sets beyond one SM's L1;
+//               without it each thread's re-read vectors stay in its own SM's L1 up to SMs x L1 bytes.
+//   CG = false: __ldg through L1, for working sets within one SM's L1.
+// Each thread writes one float, partial[thread id], the sum of what it read (exact: the inputs are
+// multiples of 0.5 below 31 and a thread reads a few thousand of them).
+template <bool CG>
+__global__ void cache_read(const float4* __restrict__ x, float* __restrict__ partial, unsigned int nvec,
+                           unsigned int reads_per_pass, unsigned int passes) {
+    const unsigned int threads = gridDim.x * blockDim.x;
+    const unsigned int g = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int advance = threads % nvec;
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (unsigned int p = 0; p < passes; ++p) {
+        unsigned int i = g % nvec;
+#pragma unroll 4
+        for (unsigned int r = g; r < reads_per_pass; r += threads) {
+            const float4 v = CG ? __ldcg(x + i) : __ldg(x + i);
+            s.x += v.x;
+            s.y += v.y;
+            s.z += v.z;
+            s.w += v.w;
+            i += advance;
+            if (i >= nvec) i -= nvec;
+        }
+    }
+    partial[g] = (s.x + s.y) + (s.z + s.w);
+}
+
 // Standalone compile check (nvcc -c): NVRTC gets its instantiations from name expressions, but nvcc
 // only emits the templates something instantiates. Taking each kernel's address in a host function
 // does that. The FMAS list comes from the command line (cuda.py's SWEEP_FMAS is the source of truth;
@@ -270,4 +303,6 @@ template __host__ void instantiate<float, GPUROOF_INSTANTIATE_FMAS>();
 template __host__ void instantiate<__half, GPUROOF_INSTANTIATE_FMAS>();
 template __host__ void instantiate<__nv_bfloat16, GPUROOF_INSTANTIATE_FMAS>();
 }  // namespace gpuroof
+template __global__ void cache_read<false>(const float4*, float*, unsigned int, unsigned int, unsigned int);
+template __global__ void cache_read<true>(const float4*, float*, unsigned int, unsigned int, unsigned int);
 #endif

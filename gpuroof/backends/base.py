@@ -49,7 +49,7 @@ class Launch:
     elements: int
     partial_elements: int  # per-thread partial sums written by the read-only variant
     partial_itemsize: int
-    passes: int = 1  # times each thread streams its range in one launch (cache-sized working sets)
+    passes: int = 1  # times each element is read in one launch (cache-sized working sets)
 
 
 class Backend:
@@ -85,6 +85,16 @@ class Backend:
                      passes: int = 1) -> Launch:
         """Prepare one launch over the first `elements` of `buf`, streamed `passes` times."""
         raise NotImplementedError
+
+    def sweep_step(self, buf: SweepBuffers, fmas: int, variant: str) -> int:
+        """Elements one whole step of the launch covers: a compute point sized in whole steps never
+        runs a partial, guarded step (which does every FMA for only part of the threads)."""
+        return buf.granule
+
+    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int) -> Launch:
+        """One launch of the working-set sweep: every element of the first `elements` read about
+        `passes` times; its `passes` says how many exactly."""
+        return self.sweep_launch(buf, 0, "ro", elements, passes)
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:
