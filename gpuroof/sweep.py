@@ -84,7 +84,7 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
 def compute_point_elements(trial_elements: int, trial_s: float, target_s: float, step: int,
                            most: int) -> int:
     """Elements of a point whose launch of `trial_elements` took `trial_s`: all `most` when that
-    lasts at most `target_s`, else about `target_s` worth in whole grid steps of `step` elements.
+    lasts at most `target_s`, else about `target_s` worth; in whole grid steps of `step` elements.
 
     The time comes from the point itself (its FMA count), not from a memory-bound neighbour, whose
     time per FMA is many times too long and would shrink compute launches far below the target.
@@ -93,9 +93,8 @@ def compute_point_elements(trial_elements: int, trial_s: float, target_s: float,
     if trial_elements <= 0 or step <= 0 or most <= 0:
         raise ValueError(f"trial_elements {trial_elements}, step {step}, most {most}: must be positive")
     per_element_s = trial_s / trial_elements
-    if not per_element_s > 0 or per_element_s * most <= target_s:
-        return most
-    return min(most, max(step, int(target_s / per_element_s) // step * step))
+    want = most if not per_element_s > 0 or per_element_s * most <= target_s else int(target_s / per_element_s)
+    return max(step, want // step * step) if most >= step else most
 
 
 @dataclass

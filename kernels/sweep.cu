@@ -208,7 +208,10 @@ __device__ __forceinline__ void step(const typename Ops<T>::Vec* __restrict__ x,
 // value per launched thread (double for double, float otherwise) and is written only when !WRITE.
 // Every instantiation takes the same arguments, so the host launches all of them alike.
 // No __launch_bounds__: with __launch_bounds__(256) ptxas spilled 8 bytes in sweep<double, 0, false>
-// (it capped that kernel at 39 registers); without it every instantiation uses <= 48 and spills none.
+// (it capped that kernel at 39 registers). Without it, NVRTC 13.5 with cupy's options uses (sm_90;
+// sm_80) double ro 40-62; 40-66, double rw 40-48, float 28-36, half and bfloat16 27-48 registers,
+// and nothing spills; tests/test_cuda_nvrtc.py reads these from the cubins. At 62-66 registers the
+// double ro instances fit 3 blocks of 256 per SM (occupancy API sizes the grid to match).
 template <typename T, int FMAS, bool WRITE>
 __global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
                       typename gpuroof::Ops<T>::Partial* __restrict__ partial,

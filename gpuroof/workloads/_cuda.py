@@ -1,4 +1,4 @@
-"""CUDA helpers of the workloads: kernels from kernels/*.cu, device arrays, cuBLAS GEMM. Imports cupy lazily.
+"""CUDA helpers of the workloads: kernels from kernels/*.cu, device arrays, cuBLAS GEMM; cupy via the backend.
 
 Nothing here runs at import time, so gpuroof.workloads imports on machines without cupy; only a
 CUDA runner calls into this module.
@@ -9,11 +9,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpuroof.backends.cuda.kernels import COMPILE_OPTIONS, CUDA_TYPE as KERNEL_TYPES
 from gpuroof.errors import MeasurementError
 from gpuroof.workloads.base import Blocking, to_storage
 
 #: C++ element type of each dtype in kernels/*.cu (bfloat16 data lives in uint16 arrays on the host).
-CUDA_TYPE = {"float64": "double", "float32": "float", "float16": "__half", "bfloat16": "__nv_bfloat16"}
+CUDA_TYPE = KERNEL_TYPES  # the same C++ types as the sweep
 
 #: cudaDataType values for cublasGemmEx (library_types.h).
 _CUDA_R = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 14}
@@ -24,17 +25,14 @@ _CUBLAS_OP_N = 0
 _CUBLAS_DEFAULT_MATH = 0
 _CUBLAS_POINTER_MODE_HOST = 0
 
-COMPILE_OPTIONS = ("-std=c++17",)
 
 _functions: dict[tuple[int, str, str], Any] = {}  # (device, file, name expression) -> kernel
 
 
 def cupy() -> Any:
-    try:
-        import cupy as cp
-    except Exception as exc:  # ImportError or a broken CUDA install
-        raise MeasurementError(f"the CUDA workloads need cupy ({exc})") from exc
-    return cp
+    """cupy, imported by the CUDA backend package (the only place that imports it)."""
+    from gpuroof.backends.cuda.device import import_cupy
+    return import_cupy()
 
 
 def function(file: str, name_expression: str) -> Any:
@@ -44,12 +42,11 @@ def function(file: str, name_expression: str) -> Any:
     key = (cp.cuda.Device().id, file, name_expression)
     fn = _functions.get(key)
     if fn is None:
-        from gpuroof.backends.cuda import kernel_source
+        from gpuroof.backends.cuda.kernels import kernel_source
 
-        source = kernel_source(file)
-        code = source.read_text() if hasattr(source, "read_text") else source
         try:
-            mod = cp.RawModule(code=code, options=COMPILE_OPTIONS, name_expressions=[name_expression])
+            mod = cp.RawModule(code=kernel_source(file), options=COMPILE_OPTIONS,
+                               name_expressions=[name_expression])
             fn = mod.get_function(name_expression)
         except Exception as exc:  # CompileException and driver errors
             raise MeasurementError(f"compiling {name_expression} from kernels/{file} failed: {exc}") from exc
@@ -86,11 +83,8 @@ def blocking(enqueue: Callable[[], None]) -> Blocking:
 
 
 def _cublas() -> Any:
-    try:
-        from cupy_backends.cuda.libs import cublas
-    except ImportError:  # older cupy layout
-        from cupy.cuda import cublas
-    return cublas
+    from gpuroof.backends.cuda.blas import cublas_module
+    return cublas_module()
 
 
 def gemm(a: Any, b: Any, c: Any, dtype: str) -> Callable[[], None]:

@@ -27,6 +27,15 @@ GEMM_LAYOUT = {"float16": "NN", "bfloat16": "NN", "tf32": "TN", "float64": "NN",
 _OP = {"N": 0, "T": 1}
 
 
+def cublas_module() -> Any:
+    """cupy's cuBLAS bindings (cupy_backends in cupy 13+, cupy.cuda before)."""
+    try:
+        from cupy_backends.cuda.libs import cublas
+    except ImportError:
+        from cupy.cuda import cublas
+    return cublas
+
+
 def gemm_operands(layout: str) -> tuple[int, int, bool]:
     """(transa, transb, b_transposed) of row-major C = A B as column-major C^T = op(B') A^T.
 
@@ -40,8 +49,6 @@ def gemm_operands(layout: str) -> tuple[int, int, bool]:
 
 def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: str, n: int):
     """n x n x n GEMM of `unit` through cublasGemmEx; its `run` exposes `enqueue` for event timing."""
-    from cupy.cuda import cublas
-
     from gpuroof.backends.cuda.timing import BlockingCall
     from gpuroof.matrix import Gemm, rel_error, sample_rows
 
@@ -79,6 +86,7 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
     alpha = np.ones(1, dtype=alpha_t)
     beta = np.zeros(1, dtype=alpha_t)
     handle = cp.cuda.device.get_cublas_handle()
+    cublas = cublas_module()
     compute_type = getattr(cublas, compute)
     rows = sample_rows(n)
 
