@@ -144,3 +144,80 @@ def test_rw_copy_reaches_30_percent_of_theoretical_dram_bandwidth(backend):
         assert bandwidth > 0.3 * dram, f"{bandwidth / 1e9:.0f} GB/s of {dram / 1e9:.0f} GB/s theoretical"
     finally:
         del buf
+
+
+# ---------------------------------------------------------------------------------------------
+# The review's defects, on the device
+# ---------------------------------------------------------------------------------------------
+
+def test_compute_capability_is_read_from_the_device(backend):
+    major, minor = divmod(int(cupy.cuda.Device(0).compute_capability), 10)
+    assert backend.device_info()["compute_capability"] == f"{major}.{minor}"
+    assert backend.theoretical(*backend.max_clocks())["compute"]["float32"] is not None
+
+
+def test_nvml_handle_is_matched_by_pci_bus_id(backend):
+    info = backend.device_info()
+    if info["nvml_error"]:
+        pytest.skip(f"NVML unavailable here: {info['nvml_error']}")
+    assert info["nvml_match"] == "pci_bus_id"
+    assert info["pci_bus_id"].lower() == cupy.cuda.runtime.deviceGetPCIBusId(0).lower()
+
+
+def test_timing_overhead_is_below_1_percent_of_a_dram_point(backend):
+    """Per-launch time from backend.time against one event pair around 100 back-to-back launches."""
+    buf = backend.alloc_sweep("float32", backend.default_buffer_bytes())
+    try:
+        launch = backend.sweep_launch(buf, 0, "rw", buf.elements)
+        timed = float(np.median(backend.time(launch.run, warmup=2, min_reps=5, max_reps=20, budget_s=0.5)))
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        launch.run.enqueue()
+        start.record()
+        for _ in range(100):
+            launch.run.enqueue()
+        end.record()
+        end.synchronize()
+        long_window = cupy.cuda.get_elapsed_time(start, end) * 1e-3 / 100
+        assert abs(timed / long_window - 1) < 0.01, (timed, long_window)
+    finally:
+        del buf
+
+
+def test_no_sample_includes_a_synchronize(backend, buffers):
+    """A one-granule launch takes a few microseconds of device time; a launch plus a host
+    synchronize through Python takes several times that."""
+    buf = buffers["float32"]
+    launch = backend.sweep_launch(buf, 0, "ro", buf.granule)
+    times = backend.time(launch.run, warmup=2, min_reps=20, max_reps=50, budget_s=0.1)
+    assert np.median(times) < 10e-6, f"{np.median(times) * 1e6:.1f} us per tiny launch"
+    g = backend.gemm("float16", 1024)
+    gemm_times = backend.time(g.run, warmup=2, min_reps=10, max_reps=20, budget_s=0.2)
+    assert hasattr(g.run, "enqueue") and g.layout == "NN"
+    assert g.check() <= 5e-3 and np.median(gemm_times) < 1e-3
+
+
+def test_l2_plateau_lies_between_l1_and_dram(backend):
+    from gpuroof.hierarchy import hierarchy_sweep, level_ceilings, summarize_hierarchy
+
+    levels = [lv for lv in backend.cache_levels() if lv.name != "shared"]
+    samples = hierarchy_sweep(backend, levels, quick=True, budget_s=0.05, min_reps=3, max_reps=10)
+    points = summarize_hierarchy(samples, levels)
+    assert points["valid"].all()
+    ceilings, _ = level_ceilings(points, levels)
+    assert set(ceilings) == {"l1", "l2", "dram"}
+    assert ceilings["l1"] > ceilings["l2"] > ceilings["dram"], ceilings
+
+
+def test_fp32_compute_point_in_whole_grid_steps_reaches_85_percent_of_peak(backend, buffers):
+    from gpuroof.sweep import compute_point_elements
+
+    buf = buffers["float32"]
+    step = backend.sweep_step(buf, 2048, "rw")
+    trial = backend.sweep_launch(buf, 2048, "rw", buf.elements)
+    trial_s = float(np.median(backend.time(trial.run, warmup=1, min_reps=1, max_reps=1, budget_s=0)))
+    elements = compute_point_elements(buf.elements, trial_s, 0.05, step, buf.elements)
+    assert elements % step == 0 or elements == buf.elements
+    launch = backend.sweep_launch(buf, 2048, "rw", elements)
+    t = float(np.median(backend.time(launch.run, warmup=1, min_reps=3, max_reps=5, budget_s=0)))
+    peak = backend.theoretical(*backend.max_clocks())["compute"]["float32"]
+    assert 2 * 2048 * elements / t > 0.85 * peak, f"{2 * 2048 * elements / t / peak:.0%} of the peak"

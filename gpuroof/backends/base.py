@@ -53,7 +53,7 @@ class Launch:
 
 
 class Backend:
-    """Interface; see cpu.py and cuda.py."""
+    """Interface; see cpu.py and the cuda package."""
 
     name: str = "base"
     xp: Any = np  # array module (numpy or cupy)

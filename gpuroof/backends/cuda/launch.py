@@ -182,6 +182,9 @@ class SweepLaunches:
         label = CACHE_READ[cg]
         kernel, grid = self.kernel("float32", label)
         threads = grid * BLOCK
+        if threads > buf.partial.size:
+            raise MeasurementError(f"grid of {threads} threads exceeds the partial buffer "
+                                   f"({buf.partial.size}); occupancy reported more than fits an SM")
         nvec = elements // per_vec
         try:
             copies, reads, kernel_passes = cache_read_plan(nvec, threads, passes)
