@@ -41,6 +41,19 @@ class SweepBuffers:
     extra: dict = field(default_factory=dict)
 
 
+class Blocking:
+    """A callable that enqueues device work and waits for it; `enqueue` alone does not wait, so a
+    device timer can put its events around the device work only."""
+
+    def __init__(self, enqueue: Callable[[], None], wait: Callable[[], None]):
+        self.enqueue = enqueue
+        self._wait = wait
+
+    def __call__(self) -> None:
+        self.enqueue()
+        self._wait()
+
+
 @dataclass(frozen=True)
 class Launch:
     """One prepared sweep launch: `run()` blocks until done; the counts describe exactly that work."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from gpuroof.backends.base import ITEMSIZE
+from gpuroof.backends.base import ITEMSIZE, Blocking  # noqa: F401  (Blocking: the workloads' runs)
 from gpuroof.errors import UsageError
 
 #: The counting conventions every workload follows; written into each run.json that holds workloads.
@@ -108,17 +108,6 @@ class Prepared:
     output: Callable[[], Any]
     keep: list = field(default_factory=list)  # arrays that must live as long as `run`
 
-
-class Blocking:
-    """A callable that enqueues device work and waits for it; `enqueue` alone does not wait."""
-
-    def __init__(self, enqueue: Callable[[], None], wait: Callable[[], None]):
-        self.enqueue = enqueue
-        self._wait = wait
-
-    def __call__(self) -> None:
-        self.enqueue()
-        self._wait()
 
 
 Runner = Callable[[Any, Any, Mapping[str, np.ndarray]], Prepared]

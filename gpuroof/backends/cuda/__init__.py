@@ -13,7 +13,7 @@ import numpy as np
 
 from gpuroof.backends.base import Backend, Launch, SweepBuffers
 from gpuroof.backends.cuda import blas, device as dev
-from gpuroof.backends.cuda.device import import_cupy, parse_cc, theoretical_peaks  # noqa: F401
+from gpuroof.backends.cuda.device import import_cupy, parse_cc, theoretical_peaks  # noqa: F401  (re-exported)
 from gpuroof.backends.cuda.kernels import (BLOCK, CUDA_TYPE, SWEEP_FMAS, VECS_PER_THREAD,  # noqa: F401
                                            bf16_bits_from_float64, float64_from_bf16_bits, granule,
                                            kernel_path, kernel_source, name_expression, name_expressions)
@@ -22,7 +22,6 @@ from gpuroof.backends.cuda.timing import time_events
 from gpuroof.errors import UsageError
 from gpuroof.nvml import Nvml
 
-_cupy = import_cupy
 
 
 def _device_count(cp: Any) -> int:

@@ -49,7 +49,7 @@ def gemm_operands(layout: str) -> tuple[int, int, bool]:
 
 def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: str, n: int):
     """n x n x n GEMM of `unit` through cublasGemmEx; its `run` exposes `enqueue` for event timing."""
-    from gpuroof.backends.cuda.timing import BlockingCall
+    from gpuroof.backends.base import Blocking
     from gpuroof.matrix import Gemm, rel_error, sample_rows
 
     if unit not in GEMM_UNITS:
@@ -101,5 +101,5 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
         got = float64_from_bf16_bits(cp, got) if unit == "bfloat16" else got.astype(cp.float64)
         return rel_error(cp.asnumpy(got), a64[rows] @ b64)
 
-    return Gemm(unit=unit, n=n, run=BlockingCall(enqueue, wait), check=check, itemsize_in=itemsize_in,
+    return Gemm(unit=unit, n=n, run=Blocking(enqueue, wait), check=check, itemsize_in=itemsize_in,
                 itemsize_out=itemsize_out, layout=layout)

@@ -5,12 +5,12 @@ from typing import Any
 
 import numpy as np
 
-from gpuroof.backends.base import ITEMSIZE, SWEEP_A, SWEEP_B, VARIANTS, Launch, SweepBuffers, sweep_input
+from gpuroof.backends.base import (ITEMSIZE, SWEEP_A, SWEEP_B, VARIANTS, Blocking, Launch, SweepBuffers,
+                                   sweep_input)
 from gpuroof.backends.cuda.kernels import (BLOCK, CACHE_READ, COMPILE_OPTIONS, PARTIAL_DTYPE,
                                            STORAGE_DTYPE, SWEEP_FMAS, VECTOR_BYTES, bf16_bits_from_float64,
                                            cache_read_plan, granule, kernel_path, kernel_source,
                                            name_expression, sweep_module_expressions)
-from gpuroof.backends.cuda.timing import BlockingCall
 from gpuroof.errors import MeasurementError, UsageError
 
 _MIB = 1 << 20
@@ -120,7 +120,7 @@ class SweepLaunches:
         _, grid = self.kernel(buf.dtype, name_expression(buf.dtype, fmas, variant == "rw"))
         return grid * BLOCK * buf.granule
 
-    def _call(self, kernel: Any, grid: int, args: tuple, label: str) -> BlockingCall:
+    def _call(self, kernel: Any, grid: int, args: tuple, label: str) -> Blocking:
         device, stream, errors = self._device, self.stream, self._errors
 
         def enqueue() -> None:
@@ -137,7 +137,7 @@ class SweepLaunches:
             except errors as exc:
                 raise MeasurementError(f"{label} failed on the device: {exc}") from exc
 
-        return BlockingCall(enqueue, wait)
+        return Blocking(enqueue, wait)
 
     def sweep(self, buf: SweepBuffers, fmas: int, variant: str, elements: int, passes: int) -> Launch:
         if variant not in VARIANTS:
@@ -195,7 +195,7 @@ class SweepLaunches:
                       partial_elements=threads, partial_itemsize=int(buf.partial.itemsize),
                       passes=copies * kernel_passes)
 
-    def shared_read(self) -> tuple[BlockingCall, Any, Any, int, int, int]:
+    def shared_read(self) -> tuple[Blocking, Any, Any, int, int, int]:
         """(run, values, partial, blocks, tile, passes) of kernels/shared_bw.cu on every SM."""
         cp = self._cp
         tile = 2048  # float4s, as GPUROOF_SHARED_TILE in the kernel

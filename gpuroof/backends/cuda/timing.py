@@ -18,21 +18,6 @@ WINDOW_S = 5e-3
 MAX_LAUNCHES = 1000
 
 
-class BlockingCall:
-    """A launch: calling it enqueues the work and waits for it (the Backend contract).
-
-    `enqueue` alone does not wait, so `time_events` can put events around device work only.
-    """
-
-    def __init__(self, enqueue: Callable[[], None], wait: Callable[[], None]):
-        self.enqueue = enqueue
-        self._wait = wait
-
-    def __call__(self) -> None:
-        self.enqueue()
-        self._wait()
-
-
 def launches_per_window(launch_s: float, window_s: float = WINDOW_S, most: int = MAX_LAUNCHES) -> int:
     """Back-to-back launches that fill one timed window of `window_s` (1 .. `most`)."""
     if not math.isfinite(launch_s) or launch_s <= 0:
@@ -53,7 +38,7 @@ def time_events(cp: Any, stream: Any, fn: Callable[[], None], *, warmup: int, mi
                 max_reps: int, budget_s: float, window_s: float = WINDOW_S) -> np.ndarray:
     """Seconds per launch, one sample per event pair, until `budget_s` of wall time or `max_reps`.
 
-    `fn` exposes `enqueue` (a BlockingCall or a workload's Blocking): each repetition enqueues one
+    `fn` exposes `enqueue` (a backends.base.Blocking): each repetition enqueues one
     untimed lead launch, records the start event behind it, then `n` launches and the end event, so
     the stream is busy while the host records and launches; a sample is the window over `n`. `n`
     fills `window_s`, from one timed launch after the warm-up. Any other callable is bracketed
