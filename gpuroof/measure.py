@@ -89,7 +89,8 @@ def plateau_clocks(points: pd.DataFrame, plateaus: dict, matrix: pd.DataFrame | 
     out: dict[str, float] = {}
     for unit, recs in plateaus.items():
         keys = {(r["dtype"], r["variant"], r["fmas_per_element"]) for r in recs if "variant" in r}
-        hit = points[[k in keys for k in zip(points["dtype"], points["variant"], points["fmas_per_element"])]]
+        on = [k in keys for k in zip(points["dtype"], points["variant"], points["fmas_per_element"])]
+        hit = points[pd.Series(on, index=points.index, dtype=bool)]
         if unit != "dram" and hit["sm_clock_mhz"].notna().any():
             out[unit] = float(hit["sm_clock_mhz"].median())
     if matrix is not None and len(matrix) and "sm_clock_mhz" in matrix:

@@ -110,7 +110,7 @@ def cache_read_plan(nvec: int, threads: int, passes: int) -> tuple[int, int, int
         raise ValueError(f"cache_read over {nvec} vectors, {threads} threads, {passes} passes")
     copies = max(1, -(-CACHE_READS_PER_THREAD * threads // nvec))
     reads = copies * nvec
-    if reads >= 2 ** 32:
+    if reads >= 2 ** 31:  # the kernel's unsigned index plus its advance stays below 2^32
         raise ValueError(f"cache_read: {reads} reads per pass exceed 32-bit indices")
     return copies, reads, max(1, -(-passes // copies))
 
