@@ -221,3 +221,10 @@ def test_theoretical_compute_peak_is_taken_at_the_clock_of_its_own_plateau():
     want = backend.theoretical(1905.0, None)["compute"]["float32"]
     assert want and theo["at_measured_clock"]["compute"]["float32"] == want
     assert theo["ratios"]["compute"]["float32"] == pytest.approx(1e11 / want)
+
+
+def test_matrix_samples_record_the_gemm_layout():
+    from gpuroof.matrix import matrix_sweep
+
+    samples = matrix_sweep(CpuBackend(0), ("float64",), (64,), budget_s=0.0, min_reps=2, max_reps=2)
+    assert list(samples["layout"]) == ["NN", "NN"] and samples["valid"].all()
