@@ -177,10 +177,10 @@ def _versions(cp: Any, nvml: Nvml) -> dict:
         except Exception:
             return None
 
-    nvrtc = call(cp.cuda.nvrtc.getVersion)
+    nvrtc = call(lambda: cp.cuda.nvrtc.getVersion())  # the library may be missing on a driver-only node
     return {"driver_version": nvml.driver_version(),
-            "cuda_driver_version": version(call(cp.cuda.runtime.driverGetVersion)),
-            "cuda_runtime_version": version(call(cp.cuda.get_local_runtime_version)),
+            "cuda_driver_version": version(call(lambda: cp.cuda.runtime.driverGetVersion())),
+            "cuda_runtime_version": version(call(lambda: cp.cuda.get_local_runtime_version())),
             "nvrtc_version": ".".join(map(str, nvrtc)) if nvrtc else None,
             "cupy_version": cp.__version__}
 
