@@ -206,7 +206,8 @@ def check_table(df: pd.DataFrame, name: str, f: Path | str) -> pd.DataFrame:
         bad = _bad_cells(col, kind)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            value = repr(col.iloc[i])
+            cell = col.iloc[i]
+            value = repr(cell.item() if isinstance(cell, np.generic) else cell)
             raise UsageError(f"{f}: column {c}, row {i + 1}: {value[:40]} (allowed: {_ALLOWED[kind]}"
                              f"{', or empty' if optional else ''})")
     return df
