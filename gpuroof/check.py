@@ -498,6 +498,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         from gpuroof.backends import check_index
 
         check_index(args.backend, args.device)
+        if args.ceilings:
+            load_run(args.ceilings)  # a bad file is refused before anything is planned or measured
         run = run_current(baseline, args.backend, args.device, args.out, args.ceilings, args.force,
                           progress=not args.json)
         current = load_cases(run, "current")

@@ -266,7 +266,13 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
     (t / "dir.csv").mkdir()
     (t / "dir.png").mkdir()
     m = ["measure", "--backend", "cpu"]
+    bad = make_run(t / "bad-ceilings", workloads=False)
+    meta = json.loads((bad / "run.json").read_text())
+    meta["ceilings"]["bandwidth"]["dram"] = -50
+    (bad / "run.json").write_text(json.dumps(meta))
     return {
+        "check-ceilings-bad-run": (["check", "--backend", "cpu", "--baseline", a, "--ceilings", str(bad),
+                                    "--out", str(t / "new"), "--force"], "ceilings.bandwidth.dram = -50"),
         "check-baseline-is-current": (["check", "--baseline", a, "--current", a], "is the baseline itself"),
         "check-baseline-is-current-json": (["check", "--baseline", a, "--current", f"{a}/run.json"],
                                            "is the baseline itself"),
@@ -317,7 +323,7 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
 
 
 _CLI_NAMES = [
-    "check-baseline-is-current", "check-baseline-is-current-json", "check-other-device",
+    "check-ceilings-bad-run", "check-baseline-is-current", "check-baseline-is-current-json", "check-other-device",
     "check-tolerance-negative", "check-device-5", "check-ceilings-with-current", "merge-out-directory",
     "merge-out-missing-dir", "merge-out-unknown-format", "compare-plot-directory", "compare-plot-gif",
     "compare-one-run", "compare-threshold", "compare-missing", "report-out-pdf", "report-out-missing-dir",
