@@ -97,8 +97,8 @@ class RunModel(_Open):
             cei = self.ceilings
             for kind in ("compute", "bandwidth"):
                 if cei is None or not any(v is not None for v in getattr(cei, kind).values()):
-                    raise ValueError(f"a complete run needs at least one measured {kind} ceiling "
-                                     "(ceilings.{kind})".replace("{kind}", kind))
+                    raise ValueError(f"field ceilings.{kind}: a complete run needs at least one "
+                                     f"measured {kind} ceiling")
         return self
 
 
@@ -148,8 +148,8 @@ TABLES: dict[str, dict[str, str]] = {
     "points": {"dtype": "str", "variant": "str", "fmas_per_element": "int", "flops": "num",
                "bytes": "num", "intensity_flop_per_byte": "num", "rep": "int", "time_s": "time",
                "valid": "bool", "sm_clock_mhz": "num?", "throttled": "bool?"},
-    "hierarchy": {"working_set_bytes": "num", "bytes": "num", "rep": "int", "time_s": "time",
-                  "valid": "bool", "throttled": "bool?"},
+    "hierarchy": {"working_set_bytes": "num", "bytes": "num?", "rep": "int?", "time_s": "time?",
+                  "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?"},
     "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int", "time_s": "time",
                "flops": "num", "bytes": "num", "valid": "bool", "throttled": "bool?"},
     "shared": {"rep": "int", "time_s": "time", "bytes": "num", "valid": "bool"},
@@ -188,7 +188,7 @@ def check_table(df: pd.DataFrame, name: str, f: Path | str) -> pd.DataFrame:
     """`df` (read from `f`) if it matches the schema of `name`.csv; UsageError naming the file,
     the column, the first bad row and what is allowed otherwise."""
     schema = TABLES.get(name)
-    if schema is None:
+    if schema is None or (df.empty and len(df.columns) == 0):  # a table written with no rows at all
         return df
     missing = [c for c, k in schema.items() if c not in df.columns and not k.endswith("?")]
     if missing:
@@ -223,6 +223,8 @@ def read_table(f: Path, name: str) -> pd.DataFrame:
     if raw and not raw.endswith(b"\n"):
         raise UsageError(f"{f}: cut short (the last row has no line end; the file was not written "
                          "to the end)")
+    if not raw.strip():
+        return pd.DataFrame()
     try:
         df = pd.read_csv(f)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
