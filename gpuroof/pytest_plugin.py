@@ -180,6 +180,13 @@ def stale_reason(entry: dict | None, key: dict, now: float, max_age_days: float)
     meta = entry.get("meta") or {}
     if meta.get("status") != "complete" or not (meta.get("ceilings") or {}).get("compute"):
         return "the cached roofline is incomplete"
+    from gpuroof.errors import UsageError
+    from gpuroof.roofline import Roofline
+
+    try:
+        Roofline.from_dict(meta["ceilings"])
+    except UsageError as e:
+        return f"the cached roofline is not valid ({e})"
     age_days = (now - float(entry.get("measured_at", 0))) / 86400
     if age_days > max_age_days:
         return f"the cached roofline is {age_days:.1f} days old (max {max_age_days:g})"

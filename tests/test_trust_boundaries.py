@@ -496,8 +496,9 @@ def test_measure_kernel_refuses_ceilings_of_another_device_unless_forced(runs):
 def test_roofline_refuses_ceilings_that_are_not_positive_finite_numbers(bandwidth, compute, expect):
     with pytest.raises(UsageError) as e:
         Roofline(bandwidth=bandwidth, compute=compute)
-    assert expect in str(e.value) and "a finite number > 0" in str(e.value) or "a dict" in str(e.value) \
-        or "non-empty" in str(e.value)
+    msg = str(e.value)
+    assert expect in msg
+    assert any(allowed in msg for allowed in ("a finite number > 0", "a dict of name", "a non-empty name"))
 
 
 # --------------------------------------------------------------------------- the pytest plugin
