@@ -138,6 +138,9 @@ class Cases:
 
 def load_cases(path: str | Path | Run, role: str) -> Cases:
     run = path if isinstance(path, Run) else load_run(path)
+    if run.meta["status"] != "complete":
+        raise UsageError(f"--{role} {run.path}: run is {run.meta['status']} "
+                         f"({run.meta.get('status_reason') or 'not finished'}); its workloads are not final")
     for name in ("workloads", "workload_samples"):
         if not (run.path / f"{name}.csv").exists():
             raise UsageError(f"--{role} {run.path}: the run has no {name}.csv (run `gpuroof bench` "

@@ -270,6 +270,10 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
     meta = json.loads((bad / "run.json").read_text())
     meta["ceilings"]["bandwidth"]["dram"] = -50
     (bad / "run.json").write_text(json.dumps(meta))
+    partial = make_run(t / "partial")
+    meta = json.loads((partial / "run.json").read_text())
+    meta.update(status="partial", status_reason="interrupted")
+    (partial / "run.json").write_text(json.dumps(meta))
     return {
         "check-ceilings-bad-run": (["check", "--backend", "cpu", "--baseline", a, "--ceilings", str(bad),
                                     "--out", str(t / "new"), "--force"], "ceilings.bandwidth.dram = -50"),
@@ -295,6 +299,7 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
         "report-out-missing-dir": (["report", a, "--out", str(t / "nope" / "r.html")], "does not exist"),
         "show-newline-path": (["show", str(t / "a\nb")], "a\\nb"),
         "show-not-a-run": (["show", str(t)], "no run.json"),
+        "check-partial-current": (["check", "--baseline", a, "--current", str(partial)], "run is partial (interrupted)"),
         "measure-empty-dtype": ([*m, "--dtype", ""], "--dtype: '': empty"),
         "measure-comma-dtype": ([*m, "--dtype", ","], "--dtype: ',': empty"),
         "measure-duplicate-dtype": ([*m, "--dtype", "float32,float32"], "float32 given more than once"),
@@ -327,7 +332,7 @@ _CLI_NAMES = [
     "check-tolerance-negative", "check-device-5", "check-ceilings-with-current", "merge-out-directory",
     "merge-out-missing-dir", "merge-out-unknown-format", "compare-plot-directory", "compare-plot-gif",
     "compare-one-run", "compare-threshold", "compare-missing", "report-out-pdf", "report-out-missing-dir",
-    "show-newline-path", "show-not-a-run", "measure-empty-dtype", "measure-comma-dtype",
+    "show-newline-path", "show-not-a-run", "check-partial-current", "measure-empty-dtype", "measure-comma-dtype",
     "measure-duplicate-dtype", "measure-unknown-dtype", "measure-upper-dtype", "measure-buffer-below-llc",
     "measure-buffer-zero", "measure-buffer-text", "measure-device-5", "measure-device-text", "measure-out-file",
     "measure-out-proc", "measure-out-existing-run", "measure-levels", "measure-backend-gpu",
