@@ -105,6 +105,21 @@ def _positive(label: str, v: object) -> float:
     return f
 
 
+def _check_backend(backend: object, device: int) -> None:
+    """backend= one of the names (or a Backend) and device= an index this machine has."""
+    from gpuroof.backends import NAMES, device_count
+
+    if isinstance(backend, Backend):
+        return
+    if not isinstance(backend, str) or backend not in NAMES:
+        raise UsageError(f"backend={backend!r}: allowed {', '.join(map(repr, NAMES))} or a Backend")
+    if device > 0:
+        n = device_count(backend)
+        if device >= n:
+            raise UsageError(f"device={device}: this machine has {n} device(s) for the {backend} backend "
+                             f"(allowed: {'0' if n == 1 else f'0..{n - 1}'})")
+
+
 def check_arguments(fn: object, flops: object, bytes: object, name: object, warmup: object,
                     min_reps: object, max_reps: object, budget_s: object, check: object,
                     device: object) -> tuple[float, float]:
@@ -193,8 +208,7 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
     """
     flops, bytes = check_arguments(fn, flops, bytes, name, warmup, min_reps, max_reps, budget_s, check,
                                    device)
-    if not isinstance(backend, (str, Backend)):
-        raise UsageError(f"backend={backend!r}: 'auto', 'cuda', 'cpu' or a Backend")
+    _check_backend(backend, device)
     b, owned = _backend(backend, device)
     try:
         roof, source = load_roofline(ceilings, b, device, force)

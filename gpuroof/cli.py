@@ -311,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_one_line(f"gpuroof: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from gpuroof.results import PARTIAL
+        from gpuroof.results import mark_interrupted
 
-        left = ", ".join(sorted(str(p) for p in PARTIAL))
+        left = ", ".join(str(p) for p in mark_interrupted())
         print(_one_line(f"gpuroof: interrupted; {left} marked partial" if left else
                         "gpuroof: interrupted; no run directory was left partial"), file=sys.stderr)
         return 130

@@ -383,3 +383,17 @@ def write_run(path: Path, meta: dict, tables: dict[str, pd.DataFrame]) -> None:
 
 #: Run directories this process wrote as partial and has not completed (see `write_run`).
 PARTIAL: set[Path] = set()
+
+
+def mark_interrupted() -> list[Path]:
+    """After Ctrl-C or SIGTERM: every run this process left partial says 'interrupted' (instead of
+    UNFINISHED) unless its writer already gave a reason. Returns those runs."""
+    for path in sorted(PARTIAL):
+        try:
+            meta = json.loads((path / "run.json").read_text(encoding="utf-8"))
+            if meta.get("status") == "partial" and meta.get("status_reason") in (None, UNFINISHED):
+                meta["status_reason"] = "interrupted"
+                atomic_write_text(path / "run.json", dumps(meta, indent=2) + "\n")
+        except (OSError, ValueError):
+            pass  # the run keeps its UNFINISHED reason
+    return sorted(PARTIAL)

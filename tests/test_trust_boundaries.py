@@ -465,6 +465,8 @@ ROOF = Roofline(bandwidth={"dram": 2e10}, compute={"float32": 2e11, "float64": 1
     ({"check": "yes"}, "check='yes'"),
     ({"device": -1}, "device=-1"),
     ({"backend": 0}, "backend=0"),
+    ({"backend": "gpu"}, "backend='gpu': allowed 'auto', 'cuda', 'cpu'"),
+    ({"device": 5}, "device=5: this machine has 1 device(s) for the cpu backend (allowed: 0)"),
 ])
 def test_measure_kernel_checks_every_argument_before_timing(kw, expect):
     from gpuroof import api
