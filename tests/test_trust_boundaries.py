@@ -594,3 +594,18 @@ def test_sigint_on_bench_into_a_complete_run_does_not_claim_it_was_marked_partia
     assert "no run directory was left partial" in err and "marked partial" not in err
     assert (d / "run.json").read_bytes() == before
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_an_interrupted_run_says_so_and_a_completed_one_is_left_alone(tmp_path):
+    from gpuroof.results import mark_interrupted
+
+    meta = run_meta()
+    left, done = tmp_path / "left", tmp_path / "done"
+    for d in (left, done):
+        d.mkdir()
+        write_run(d, {**meta, "status": "partial", "ceilings": None}, {})
+    write_run(done, meta, {})
+    marked = mark_interrupted()
+    assert left.resolve() in marked and done.resolve() not in marked
+    assert json.loads((left / "run.json").read_text())["status_reason"] == "interrupted"
+    assert json.loads((done / "run.json").read_text())["status"] == "complete"
