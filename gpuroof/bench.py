@@ -543,9 +543,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    from gpuroof.backends import get_backend
-
-    from gpuroof.backends import check_index
+    from gpuroof.backends import check_index, get_backend
 
     shape = parse_shape(args.shape)
     check_index(args.backend, args.device)

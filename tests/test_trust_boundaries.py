@@ -305,7 +305,7 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
         "measure-duplicate-dtype": ([*m, "--dtype", "float32,float32"], "float32 given more than once"),
         "measure-unknown-dtype": ([*m, "--dtype", "flaot32"], "--dtype flaot32: not supported"),
         "measure-upper-dtype": ([*m, "--dtype", "FLOAT32"], "--dtype FLOAT32: not supported"),
-        "measure-buffer-below-llc": ([*m, "--buffer-size", "64K", "--out", str(t / "r")], "last-level cache"),
+        "measure-buffer-below-llc": ([*m, "--buffer-size", "64M", "--out", str(t / "r")], "last-level cache"),
         "measure-buffer-zero": ([*m, "--buffer-size", "0"], "must be positive"),
         "measure-buffer-text": ([*m, "--buffer-size", "lots"], "--buffer-size"),
         "measure-device-5": ([*m, "--device", "5"], "--device 5"),
