@@ -11,6 +11,8 @@ as device work). The placement uses the same timer, the same ceilings and the sa
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gpuroof.backends.base import Backend
-from gpuroof.bench import NOISE_FLOOR, newest_run, place_case
+from gpuroof.bench import NOISE_FLOOR, newest_run, place_case, same_device
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline
@@ -39,28 +41,102 @@ def _backend(backend: str | Backend, device: int) -> tuple[Backend, bool]:
 
 
 def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str | Backend = "auto",
-                  device: int = 0) -> tuple[Roofline, str | None]:
-    """(roofline, where it came from). `run` None: the newest complete run for this device in results/."""
+                  device: int = 0, force: bool = False) -> tuple[Roofline, str | None]:
+    """(roofline, where it came from). `run` None: the newest complete run for this device in results/.
+
+    A run measured on another device (or backend) than `backend`'s is refused unless `force`, as
+    the CLI's --ceilings is: its ceilings would place the kernel against someone else's roof.
+    """
     if isinstance(run, Roofline):
         return run, None
-    if isinstance(run, Run):
-        loaded = run
-    elif run is not None:
-        loaded = load_run(run)
-    else:
-        b, owned = _backend(backend, device)
-        try:
+    if run is not None and not isinstance(run, (str, Path, Run)):
+        raise UsageError(f"ceilings={run!r}: allowed a run directory (str or Path), a Run, a Roofline "
+                         "or None (the newest run of this device)")
+    loaded = run if isinstance(run, Run) else load_run(run) if run is not None else None
+    b, owned = _backend(backend, device) if loaded is None or not force else (None, False)
+    try:
+        if b is not None:
             name = b.device_info().get("name") or b.name
-            loaded = newest_run(b.name, name)
-        finally:
-            if owned:
-                b.close()
-        if loaded is None:
-            raise UsageError(f"no complete run for {name!r} under results/{slug(name)}/: run "
-                             "`gpuroof measure` first, or pass ceilings=<run directory>")
+            if loaded is None:
+                loaded = newest_run(b.name, name)
+                if loaded is None:
+                    raise UsageError(f"no complete run for {name!r} under results/{slug(name)}/: run "
+                                     "`gpuroof measure` first, or pass ceilings=<run directory>")
+            elif not same_device(loaded, b.name, name):
+                raise UsageError(f"ceilings={str(loaded.path)!r}: measured on "
+                                 f"{loaded.meta['device'].get('name')!r} ({loaded.meta.get('backend')}), "
+                                 f"this kernel runs on {name!r} ({b.name}); pass force=True to use it anyway")
+    finally:
+        if owned:
+            b.close()
     if not loaded.meta.get("ceilings"):
         raise UsageError(f"{loaded.path}: the run has no ceilings (status {loaded.meta.get('status')})")
     return Roofline.from_dict(loaded.meta["ceilings"]), str(loaded.path)
+
+
+def check_unit(roof: Roofline, unit: object) -> str:
+    """`unit` if the roofline can place against it (a compute ceiling it has, or '<dtype>-matrix'
+    whose dtype it has); UsageError listing the units it has otherwise."""
+    have = sorted(roof.compute)
+    vector = unit[:-len("-matrix")] if isinstance(unit, str) and unit.endswith("-matrix") else None
+    if not isinstance(unit, str) or (unit not in roof.compute and vector not in roof.compute):
+        raise UsageError(f"unit={unit!r}: not a compute ceiling of this roofline (allowed: "
+                         f"{', '.join(have) or 'none: the roofline has no compute ceiling'}"
+                         f"{'; or <dtype>-matrix for one of these dtypes' if have else ''})")
+    return unit
+
+
+def _count(label: str, v: object, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise UsageError(f"{label}={v!r}: an integer >= {low}")
+    return int(v)
+
+
+def _positive(label: str, v: object) -> float:
+    try:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError
+        f = float(v)
+    except (TypeError, OverflowError):
+        f = math.nan
+    if not math.isfinite(f) or f <= 0:
+        raise UsageError(f"{label}={v!r}: a finite number > 0" if len(repr(v)) < 60
+                         else f"{label}: a finite number > 0 (got a {type(v).__name__} out of range)")
+    return f
+
+
+def _check_backend(backend: object, device: int) -> None:
+    """backend= one of the names (or a Backend) and device= an index this machine has."""
+    from gpuroof.backends import NAMES, device_count
+
+    if isinstance(backend, Backend):
+        return
+    if not isinstance(backend, str) or backend not in NAMES:
+        raise UsageError(f"backend={backend!r}: allowed {', '.join(map(repr, NAMES))} or a Backend")
+    if device > 0:
+        n = device_count(backend)
+        if device >= n:
+            raise UsageError(f"device={device}: this machine has {n} device(s) for the {backend} backend "
+                             f"(allowed: {'0' if n == 1 else f'0..{n - 1}'})")
+
+
+def check_arguments(fn: object, flops: object, bytes: object, name: object, warmup: object,
+                    min_reps: object, max_reps: object, budget_s: object, check: object,
+                    device: object) -> tuple[float, float]:
+    """Every argument of `measure_kernel` that needs no roofline, checked before anything runs."""
+    if not callable(fn):
+        raise UsageError(f"fn: {fn!r} is not callable")
+    f, b = _positive("flops", flops), _positive("bytes", bytes)
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"name={name!r}: a non-empty string")
+    _count("warmup", warmup, 0)
+    lo = _count("min_reps", min_reps, 1)
+    _count("max_reps", max_reps, lo)
+    _positive("budget_s", budget_s)
+    if check is not None and not callable(check):
+        raise UsageError(f"check={check!r}: a callable returning True when the output is right, or None")
+    _count("device", device, 0)
+    return f, b
 
 
 @dataclass
@@ -119,25 +195,24 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
                    ceilings: str | Path | Run | Roofline | None = None,
                    check: Callable[[], bool] | None = None, warmup: int = WARMUP,
                    min_reps: int = MIN_REPS, max_reps: int = MAX_REPS,
-                   budget_s: float = BUDGET_S) -> KernelResult:
+                   budget_s: float = BUDGET_S, force: bool = False) -> KernelResult:
     """Time `fn` with the backend's timer and place it against measured ceilings.
 
     flops: FLOPs of one call (an FMA counts 2). bytes: compulsory bytes of one call (inputs read
     once, outputs written once). unit: the compute ceiling that bounds it, a dtype for vector FMA
     math ("float32") or "<dtype>-matrix" for BLAS/cuBLAS/tensor-core work (placed against the
     vector roof, with a note, when the run has no matrix ceiling). check: called once after the
-    first call; a falsy answer raises MeasurementError before anything is timed.
+    first call; a falsy answer raises MeasurementError before anything is timed. force: accept
+    ceilings= a run of another device. Every argument is checked before `fn` is first called: a
+    bad one raises UsageError naming it and what is allowed.
     """
-    if not callable(fn):
-        raise UsageError(f"fn: {fn!r} is not callable")
-    for label, v in (("flops", flops), ("bytes", bytes)):
-        if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v <= 0:
-            raise UsageError(f"{label}={v!r}: must be a positive number")
-    if not isinstance(unit, str) or not unit:
-        raise UsageError(f"unit={unit!r}: a dtype ('float32') or '<dtype>-matrix'")
+    flops, bytes = check_arguments(fn, flops, bytes, name, warmup, min_reps, max_reps, budget_s, check,
+                                   device)
+    _check_backend(backend, device)
     b, owned = _backend(backend, device)
     try:
-        roof, source = load_roofline(ceilings, b, device)
+        roof, source = load_roofline(ceilings, b, device, force)
+        check_unit(roof, unit)
         fn()  # first call: compilation, lazy allocation, autotuning stay out of the timing
         if check is not None and not check():
             raise MeasurementError(f"{name}: check() failed after the first call; not timed")

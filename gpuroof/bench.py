@@ -543,9 +543,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    from gpuroof.backends import get_backend
+    from gpuroof.backends import check_index, get_backend
 
     shape = parse_shape(args.shape)
+    check_index(args.backend, args.device)
     backend = get_backend(args.backend, args.device)
     try:
         cases = plan(args.workload, args.size, backend.name, backend.cache_bytes(), shape)

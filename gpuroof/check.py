@@ -9,7 +9,8 @@ bootstrap confidence interval of the ratio of medians, never a single ratio of t
 
 Exit codes: 0 nothing regressed (SAME, FASTER or NOISY), 1 a case is SLOWER beyond the tolerance
 or no longer passes its output check (INVALID), 2 bad input (unreadable runs, no common case,
-runs from different devices without --force).
+no case with enough valid repetitions on both sides, a baseline that is the current run itself,
+runs from different devices without --force). The gate never passes having compared nothing.
 """
 from __future__ import annotations
 
@@ -137,6 +138,9 @@ class Cases:
 
 def load_cases(path: str | Path | Run, role: str) -> Cases:
     run = path if isinstance(path, Run) else load_run(path)
+    if run.meta["status"] != "complete":
+        raise UsageError(f"--{role} {run.path}: run is {run.meta['status']} "
+                         f"({run.meta.get('status_reason') or 'not finished'}); its workloads are not final")
     for name in ("workloads", "workload_samples"):
         if not (run.path / f"{name}.csv").exists():
             raise UsageError(f"--{role} {run.path}: the run has no {name}.csv (run `gpuroof bench` "
@@ -214,6 +218,9 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
     if not 0 <= tolerance < 10:
         raise UsageError(f"--tolerance {tolerance * 100:g}: a percentage in [0, 1000)")
     b_run, c_run = baseline.run, current.run
+    if b_run.path.resolve() == c_run.path.resolve():
+        raise UsageError(f"--baseline {b_run.path} is the current run itself: a run compared with "
+                         "itself cannot regress; give another run as --current (or none, to measure now)")
     if not force and not same_device(b_run, c_run):
         raise UsageError(f"--baseline {b_run.path} was measured on {_device(b_run)}, the current run "
                          f"{c_run.path} on {_device(c_run)}; use --force to compare them anyway")
@@ -255,9 +262,26 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
                      "current_reps": len(cur_t), "verdict": verdict,
                      "reason": reason + (f"; {note}" if note else "")})
     table = pd.DataFrame(rows)
+    compared = [r for r in rows if r["verdict"] == "INVALID"
+                or (_timed(baseline.samples.get(_key(r))) >= MIN_REPS
+                    and _timed(current.samples.get(_key(r))) >= MIN_REPS)]
+    if not compared:
+        raise UsageError(f"nothing compared: none of the {len(common)} case(s) in common has {MIN_REPS} or "
+                         f"more valid repetitions (finite times > 0) in both workload_samples.csv of "
+                         f"the baseline {b_run.path} and the current run {c_run.path}")
     cur_valid = current.table[current.table["valid"]]
     new = sum(1 for k in cur_valid.index if k not in baseline.table.index)
     return CheckResult(table=table, baseline=b_run, current=c_run, tolerance=tolerance, by=by, new_cases=new)
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY)
+
+
+def _timed(times: np.ndarray | None) -> int:
+    """Repetitions that count: finite times > 0."""
+    t = np.asarray(times if times is not None else [], dtype=float)
+    return int(np.sum(np.isfinite(t) & (t > 0)))
 
 
 def _basis(b: pd.Series, c: pd.Series, by: str) -> tuple[str, float, str | None]:
@@ -367,13 +391,14 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
                               or source.meta.get("backend") != backend.name):
                 raise UsageError(f"--ceilings {ceilings}: measured on {_device(source)}, not on {name!r} "
                                  f"({backend.name}); use --force to use it anyway")
+            roof = Roofline.from_dict(source.meta["ceilings"])  # refused here, before any file is made
             if out:
                 run_dir = make_run_dir(out, name)
             else:
                 run_dir = make_run_dir(str(Path("results") / slug(name) / f"{utc_stamp()}-check"), name)
             meta = new_run_meta(backend, source, argv)
             write_run(run_dir, meta, {})  # partial until the cases are timed
-            table = bench_cases(backend, Roofline.from_dict(source.meta["ceilings"]), cases, settings, progress)
+            table = bench_cases(backend, roof, cases, settings, progress)
             meta["status"] = "complete"
             meta["workloads"] = workloads_summary(table, ceilings_source=str(source.path), **extra)
             samples = table.attrs.get("samples", pd.DataFrame(columns=SAMPLE_COLUMNS))
@@ -464,11 +489,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     baseline = load_cases(args.baseline, "baseline")
+    if args.current and Path(args.current).resolve() in (baseline.run.path.resolve(),
+                                                         (baseline.run.path / "run.json").resolve()):
+        raise UsageError(f"--current {args.current} is the baseline itself: a run compared with itself "
+                         "cannot regress; give another run (or no --current, to measure now)")
     if args.current:
         if args.ceilings or args.out:
             raise UsageError("--ceilings and --out apply when measuring now; not with --current")
         current = load_cases(args.current, "current")
     else:
+        from gpuroof.backends import check_index
+
+        check_index(args.backend, args.device)
+        if args.ceilings:
+            load_run(args.ceilings)  # a bad file is refused before anything is planned or measured
         run = run_current(baseline, args.backend, args.device, args.out, args.ceilings, args.force,
                           progress=not args.json)
         current = load_cases(run, "current")

@@ -47,7 +47,14 @@ def _index(text: str) -> int:
 
 
 def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """A comma-separated list: empty (which would silently mean 'all') and repeated items refused."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: empty (give one or more names, or leave the option out)")
+    twice = sorted({t for t in items if items.count(t) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(twice)} given more than once")
+    return items
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in ("bench", "plots", "report", "compare", "check", "merge"):
         import_module(f"gpuroof.{module}").register(sub, common)
 
-    show = sub.add_parser("show", help="print the summary of a run directory")
+    show = sub.add_parser("show", parents=[common], help="print the summary of a run directory")
     show.add_argument("run_dir", help="a run directory (or its run.json)")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_show)
@@ -142,6 +149,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         else:
             print("  theoretical peaks: unknown (no max clock reported)")
     return 0
+
+
+#: The run.json sections `summary_table` reads.
+SUMMARY_KEYS = ("theoretical", "ratios", "ridge_points", "median_clocks", "fit", "validation", "conventions")
 
 
 def summary_table(meta: dict) -> str:
@@ -239,6 +250,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from gpuroof.results import load_run
 
     run = load_run(args.run_dir)
+    if run.meta.get("ceilings"):
+        missing = [k for k in SUMMARY_KEYS if not isinstance(run.meta.get(k), dict)]
+        if missing:
+            raise UsageError(f"{run.path / 'run.json'}: field {missing[0]}: missing or not an object "
+                             f"(the summary needs {', '.join(SUMMARY_KEYS)})")
     if not run.meta.get("ceilings"):
         raise UsageError(f"{args.run_dir}: run is {run.meta['status']} and has no ceilings "
                          f"({run.meta.get('status_reason', 'not finished')})")
@@ -270,6 +286,11 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _one_line(text: str) -> str:
+    """A message stays one line even when it quotes a path or value with a line break in it."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if threading.current_thread() is threading.main_thread():
@@ -287,15 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         if debug:
             traceback.print_exc()
-        print(f"gpuroof: error: {e}", file=sys.stderr)
+        print(_one_line(f"gpuroof: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gpuroof: interrupted; the run directory is marked partial", file=sys.stderr)
+        from gpuroof.results import mark_interrupted
+
+        left = ", ".join(str(p) for p in mark_interrupted())
+        print(_one_line(f"gpuroof: interrupted; {left} marked partial" if left else
+                        "gpuroof: interrupted; no run directory was left partial"), file=sys.stderr)
         return 130
     except (MeasurementError, Exception) as e:  # noqa: BLE001 - one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"gpuroof: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(_one_line(f"gpuroof: failed: {type(e).__name__}: {e}"), file=sys.stderr)
         return 1
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from gpuroof.errors import UsageError
 from gpuroof.merge import find_runs
-from gpuroof.results import Run, dumps, load_run
+from gpuroof.results import Run, check_out_file, dumps, load_run
 from gpuroof.units import si, text_table
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -63,10 +63,19 @@ def load_runs(paths: Iterable[str | Path], warn: Any = None) -> list[Run]:
         for s in found.skipped:
             if warn:
                 warn(f"skipped {s.path}: {s.reason}")
-        good = [r for r in found.runs if complete(r)]
+        good = []
         for r in found.runs:
-            if not complete(r) and warn:
-                warn(f"skipped {r.path}: status {r.meta.get('status')!r}, no measured ceilings")
+            if not complete(r):
+                if warn:
+                    warn(f"skipped {r.path}: status {r.meta.get('status')!r}, no measured ceilings")
+                continue
+            try:
+                workloads(r)  # a bad workloads.csv leaves the run out, as a bad run.json does
+            except UsageError as e:
+                if warn:
+                    warn(f"skipped {r.path}: {e}")
+                continue
+            good.append(r)
         if not good:
             raise UsageError(f"{p}: not a run directory and holds no complete run")
         runs.extend(good)
@@ -435,8 +444,7 @@ def plot_format(path: str | Path) -> str:
     if suffix not in PLOT_FORMATS:
         raise UsageError(f"--plot {path}: unknown figure format {suffix or '(no suffix)'!r} "
                          f"(allowed: {', '.join(PLOT_FORMATS)})")
-    if not Path(path).parent.is_dir():
-        raise UsageError(f"--plot {path}: directory {Path(path).parent} does not exist")
+    check_out_file(path, "--plot")
     return suffix[1:]
 
 

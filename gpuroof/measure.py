@@ -66,6 +66,11 @@ def check_dtypes(backend: Backend, dtypes: list[str] | None) -> tuple[str, ...]:
 
 def check_buffer(backend: Backend, buffer_bytes: int | None) -> int:
     n = buffer_bytes or backend.default_buffer_bytes()
+    llc = backend.cache_bytes()
+    if buffer_bytes and buffer_bytes < DRAM_FACTOR * llc:  # refused now, not after the sweep found no DRAM point
+        raise UsageError(f"--buffer-size {buffer_bytes} bytes: below {DRAM_FACTOR}x the last-level cache "
+                         f"({llc} bytes), so no point would measure DRAM (allowed: at least "
+                         f"{DRAM_FACTOR * llc} bytes, or leave it out)")
     free = backend.free_memory_bytes()
     if 2 * n > 0.8 * free:  # input and output arrays, with room to spare
         raise UsageError(f"--buffer-size {n} bytes: input and output need {2 * n / 2**30:.2f} GiB, "

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.results import KIND, SCHEMA_VERSION, Run, atomic_path, atomic_write_csv
+from gpuroof.results import Run, atomic_path, atomic_write_csv, check_meta, check_out_file
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -72,24 +72,16 @@ def run_files(dirs: Iterable[str | Path]) -> list[Path]:
 
 
 def read_run(f: Path) -> Run | Skipped:
-    """The run whose run.json is `f`, or why it cannot be read (corrupt, foreign, other schema)."""
+    """The run whose run.json is `f`, or why it cannot be read (corrupt, foreign, other schema,
+    a field that does not match the schema)."""
     try:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return Skipped(f.parent, f"corrupt run.json ({type(e).__name__}: {e})")
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        return Skipped(f.parent, f"not a gpuroof run.json (kind is not {KIND!r})")
-    version = meta.get("schema_version")
-    if version not in READERS:
-        age = ("older" if isinstance(version, int) and version < SCHEMA_VERSION else "newer"
-               if isinstance(version, int) else "unknown")
-        return Skipped(f.parent, f"schema_version {version!r} ({age}; this gpuroof reads "
-                                 f"{', '.join(str(v) for v in sorted(READERS))})")
-    missing = [k for k in ("status", "backend", "device") if k not in meta]
-    if missing:
-        return Skipped(f.parent, f"run.json lacks {', '.join(missing)}")
-    if not isinstance(meta["device"], dict):
-        return Skipped(f.parent, "run.json: 'device' is not an object")
+    try:
+        check_meta(meta, "run.json")
+    except UsageError as e:
+        return Skipped(f.parent, str(e).removeprefix("run.json: "))
     return Run(path=f.parent, meta=meta)
 
 
@@ -172,9 +164,9 @@ def workload_rows_v1(run: Run) -> tuple[list[dict], str | None]:
     if not f.exists():
         return [], None
     try:
-        df = pd.read_csv(f)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        return [], f"workloads.csv unreadable ({type(e).__name__}: {e}); its ceilings were kept"
+        df = run.table("workloads")
+    except UsageError as e:
+        return [], f"workloads.csv left out ({str(e).removeprefix(str(f) + ': ')}); its ceilings were kept"
     df = df.rename(columns={"name": "workload"})
     df.insert(0, "kind", "workload")
     df.insert(0, "record", "workload")
@@ -296,6 +288,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     out_format(args.out)  # refuse a bad --out before reading anything
+    check_out_file(args.out)
     m = merge(args.dirs)
     write_table(m.table, args.out)
     for s in m.skipped:

@@ -86,11 +86,58 @@ class Settings:
         except ValueError as e:
             raise UsageError(f"gpuroof ini option: {e}") from None
         dtypes = tuple(d.strip() for d in str(config.getini("gpuroof_dtypes")).split(",") if d.strip())
-        return cls(backend=opt("--gpuroof-backend") or config.getini("gpuroof_backend") or "auto",
+        from gpuroof.backends import NAMES
+
+        backend = opt("--gpuroof-backend") or config.getini("gpuroof_backend") or "auto"
+        if backend not in NAMES:
+            raise UsageError(f"--gpuroof-backend {backend}: unknown backend (allowed: {', '.join(NAMES)})")
+        if device < 0:
+            raise UsageError(f"--gpuroof-device {device}: a device index (0, 1, ...)")
+        if not max_age >= 0 or max_age == float("inf"):
+            raise UsageError(f"gpuroof_max_age_days = {max_age:g}: a finite number of days >= 0")
+        return cls(backend=backend,
                    device=device, dtypes=dtypes, quick=bool(config.getini("gpuroof_quick")),
                    max_age_days=max_age, cache_dir=cache_dir, remeasure=bool(opt("--gpuroof-remeasure")),
                    levels=str(config.getini("gpuroof_levels")).strip() or None,
                    matrix=bool(config.getini("gpuroof_matrix")))
+
+
+def check_settings(config: pytest.Config) -> Settings:
+    """The plugin's settings, every one checked: a typo in an option is a usage error (pytest exit
+    4), never a session whose performance tests all skip and pass the gate."""
+    from gpuroof.backends import device_count
+    from gpuroof.errors import UsageError
+
+    s = Settings.from_config(config)
+    explicit = config.getoption("--gpuroof-cache-dir") or config.getini("gpuroof_cache_dir")
+    if explicit:
+        try:
+            s.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--gpuroof-cache-dir {s.cache_dir}: cannot be created "
+                             f"({e.strerror or e}); give a writable directory") from None
+        if not s.cache_dir.is_dir() or not os.access(s.cache_dir, os.W_OK | os.X_OK):
+            raise UsageError(f"--gpuroof-cache-dir {s.cache_dir}: not a writable directory")
+    if s.device != 0:  # device 0 exists wherever the backend does; an absent backend skips its tests
+        try:
+            n = device_count(s.backend)
+        except UsageError:
+            n = None
+        if n is not None and s.device >= n:
+            raise UsageError(f"--gpuroof-device {s.device}: this machine has {n} device(s) for the "
+                             f"{s.backend} backend (allowed: {'0' if n == 1 else f'0..{n - 1}'})")
+    return s
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from gpuroof.errors import UsageError
+
+    if config.getoption("--help", False) or config.getoption("--version", False):
+        return
+    try:
+        check_settings(config)
+    except UsageError as e:
+        raise pytest.UsageError(f"gpuroof: {e}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -133,6 +180,13 @@ def stale_reason(entry: dict | None, key: dict, now: float, max_age_days: float)
     meta = entry.get("meta") or {}
     if meta.get("status") != "complete" or not (meta.get("ceilings") or {}).get("compute"):
         return "the cached roofline is incomplete"
+    from gpuroof.errors import UsageError
+    from gpuroof.roofline import Roofline
+
+    try:
+        Roofline.from_dict(meta["ceilings"])
+    except UsageError as e:
+        return f"the cached roofline is not valid ({e})"
     age_days = (now - float(entry.get("measured_at", 0))) / 86400
     if age_days > max_age_days:
         return f"the cached roofline is {age_days:.1f} days old (max {max_age_days:g})"

@@ -457,6 +457,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.out and not Path(args.out).is_dir():
+        from gpuroof.results import check_out_file
+
+        if Path(args.out).suffix.lower() not in (".html", ".htm"):
+            raise UsageError(f"--out {args.out}: the report is HTML (allowed: a .html file or a directory)")
+        check_out_file(args.out)
     path = write_report(args.run_dir, args.out)
     print(path)
     return 0

@@ -1,4 +1,10 @@
-"""Run directories: run.json (with schema_version) and long-form CSVs, written atomically, loaded safely."""
+"""Run directories: run.json (with schema_version) and long-form CSVs, written atomically, loaded safely.
+
+Every file a run holds has one schema here (run.json: pydantic models; CSVs: column kinds), and every
+reader goes through `load_run` and `Run.table`: a file that does not match is refused at the door
+with one line naming the file, the field and what is allowed. Unknown extra keys and columns are
+accepted, so fields added by a newer gpuroof do not break an older reader.
+"""
 from __future__ import annotations
 
 import json
@@ -10,15 +16,221 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator, Literal, Optional
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gpuroof.errors import UsageError
 
 SCHEMA_VERSION = 1
 KIND = "gpuroof-run"
-REQUIRED = ("schema_version", "kind", "status", "backend", "device", "ceilings")
+#: The reason a partial run.json carries until the process that writes it finishes or is stopped:
+#: a run killed with SIGKILL (or by a power cut) keeps this one, so it never reads as unexplained.
+UNFINISHED = "not finished: the process writing it is still running or was killed (e.g. SIGKILL, OOM)"
+
+
+# --------------------------------------------------------------------------- run.json schema
+
+#: A measured rate: a finite number > 0 (JSON null where a ceiling could not be measured).
+Rate = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+#: A theoretical peak or a ratio: a finite number >= 0.
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Text = Annotated[str, Field(strict=True, min_length=1)]
+
+
+class _Open(BaseModel):
+    """Unknown keys are kept: a newer gpuroof may add fields an older one does not know."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CeilingsModel(_Open):
+    bandwidth: dict[str, Optional[Rate]]  # B/s per memory level
+    compute: dict[str, Optional[Rate]]  # FLOP/s per compute unit
+
+
+class PeaksModel(_Open):
+    bandwidth: dict[str, Optional[NonNegative]] = {}
+    compute: dict[str, Optional[NonNegative]] = {}
+
+
+class DeviceModel(_Open):
+    name: Text
+
+
+class QualityModel(_Open):
+    ok: bool = Field(strict=True)
+    reasons: list[Annotated[str, Field(strict=True)]] = []
+
+
+class WorkloadsModel(_Open):
+    cases: int = Field(default=0, strict=True, ge=0)
+    valid: int = Field(default=0, strict=True, ge=0)
+
+
+class RunModel(_Open):
+    """run.json. A complete run has ceilings with at least one compute and one bandwidth value."""
+
+    schema_version: int = Field(strict=True)
+    kind: Literal["gpuroof-run"]
+    status: Literal["partial", "complete"]
+    status_reason: Optional[Annotated[str, Field(strict=True)]] = None
+    created_utc: Optional[Annotated[str, Field(strict=True)]] = None
+    command: Optional[list[Annotated[str, Field(strict=True)]]] = None
+    backend: Text
+    device: DeviceModel
+    ceilings: Optional[CeilingsModel]
+    theoretical: Optional[PeaksModel] = None
+    theoretical_at_max_clock: Optional[PeaksModel] = None
+    ratios: Optional[PeaksModel] = None
+    ridge_points: Optional[dict[str, Optional[NonNegative]]] = None
+    median_clocks: Optional[dict[str, Optional[Finite]]] = None
+    quality: Optional[QualityModel] = None
+    workloads: Optional[WorkloadsModel] = None
+
+    @model_validator(mode="after")
+    def _complete_has_ceilings(self) -> "RunModel":
+        if self.status == "complete":
+            cei = self.ceilings
+            for kind in ("compute", "bandwidth"):
+                if cei is None or not any(v is not None for v in getattr(cei, kind).values()):
+                    raise ValueError(f"field ceilings.{kind}: a complete run needs at least one "
+                                     f"measured {kind} ceiling")
+        return self
+
+
+def _pydantic_line(e: ValidationError) -> str:
+    """The first error of a validation as 'field x.y = value: what is allowed' (one line)."""
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = re.sub(r" or instance of \w+", "", err["msg"].replace("Value error, ", ""))
+    msg = msg.replace("Input should be", "must be")
+    more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+    if err["type"] == "missing":
+        return f"field {loc}: missing (required){more}"
+    value = repr(err.get("input"))
+    value = value if len(value) <= 60 else value[:57] + "..."
+    if err["loc"] and err["type"] not in ("value_error",):
+        return f"field {loc} = {value}: {msg}{more}"
+    return f"{loc}: {msg}{more}" if err["loc"] else f"{msg}{more}"
+
+
+def check_meta(meta: Any, f: Path | str) -> dict:
+    """`meta` (a parsed run.json) if it matches the schema; UsageError naming `f`, the field and
+    what is allowed otherwise. A schema_version newer than this gpuroof's is refused with both."""
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise UsageError(f"{f}: not a gpuroof run.json (kind is not {KIND!r})")
+    version = meta.get("schema_version")
+    if "schema_version" not in meta:
+        raise UsageError(f"{f}: field schema_version: missing (required; this gpuroof reads {SCHEMA_VERSION})")
+    if type(version) is not int:
+        raise UsageError(f"{f}: field schema_version = {version!r}: not an integer "
+                         f"(this gpuroof reads schema_version {SCHEMA_VERSION})")
+    if version != SCHEMA_VERSION:
+        age = "newer" if version > SCHEMA_VERSION else "older"
+        hint = "; upgrade gpuroof to read it" if age == "newer" else ""
+        raise UsageError(f"{f}: schema_version {version} ({age}; this gpuroof reads {SCHEMA_VERSION}{hint})")
+    try:
+        RunModel.model_validate(meta)
+    except ValidationError as e:
+        raise UsageError(f"{f}: {_pydantic_line(e)}") from None
+    return meta
+
+
+# --------------------------------------------------------------------------- CSV schemas
+
+#: Column kinds: "str" text, "int"/"num" numbers, "time" a finite duration > 0 in seconds,
+#: "bool" True/False; a trailing "?" allows empty cells. Columns not listed are not checked.
+TABLES: dict[str, dict[str, str]] = {
+    "points": {"dtype": "str", "variant": "str", "fmas_per_element": "int", "flops": "num",
+               "bytes": "num", "intensity_flop_per_byte": "num", "rep": "int", "time_s": "time",
+               "valid": "bool", "sm_clock_mhz": "num?", "throttled": "bool?"},
+    "hierarchy": {"working_set_bytes": "num", "bytes": "num?", "rep": "int?", "time_s": "time?",
+                  "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?"},
+    "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int", "time_s": "time",
+               "flops": "num", "bytes": "num", "valid": "bool", "throttled": "bool?"},
+    "shared": {"rep": "int", "time_s": "time", "bytes": "num", "valid": "bool"},
+    "workloads": {"name": "str", "case": "str", "dtype": "str", "flops": "num?", "bytes": "num?",
+                  "time_s": "time?", "efficiency": "num?", "attainable_flops": "num?",
+                  "above_roof": "bool?", "valid": "bool?"},
+    "workload_samples": {"name": "str", "case": "str", "dtype": "str", "time_s": "time"},
+    "telemetry": {"t_s": "num", "sm_clock_mhz": "num?", "mem_clock_mhz": "num?", "power_w": "num?",
+                  "temperature_c": "num?"},
+}
+_ALLOWED = {"str": "text", "int": "an integer", "num": "a finite number",
+            "time": "a finite number of seconds > 0", "bool": "True or False"}
+_TRUE, _FALSE = {"true", "1", "1.0"}, {"false", "0", "0.0"}
+
+
+def _bad_cells(col: pd.Series, kind: str) -> pd.Series:
+    """A boolean mask of the cells of `col` that are not of `kind` (empty cells counted separately)."""
+    present = col.notna()
+    if kind == "str":
+        return pd.Series(False, index=col.index)
+    if kind == "bool":
+        if col.dtype == bool:
+            return pd.Series(False, index=col.index)
+        text = col.astype(str).str.strip().str.lower()
+        return present & ~text.isin(_TRUE | _FALSE)
+    num = pd.to_numeric(col, errors="coerce")
+    bad = present & (num.isna() | ~np.isfinite(num.fillna(0)))
+    if kind == "int":
+        bad |= present & num.notna() & (num != num.round())
+    if kind == "time":
+        bad |= present & num.notna() & ~(num > 0)
+    return bad
+
+
+def check_table(df: pd.DataFrame, name: str, f: Path | str) -> pd.DataFrame:
+    """`df` (read from `f`) if it matches the schema of `name`.csv; UsageError naming the file,
+    the column, the first bad row and what is allowed otherwise."""
+    schema = TABLES.get(name)
+    if schema is None or (df.empty and len(df.columns) == 0):  # a table written with no rows at all
+        return df
+    missing = [c for c, k in schema.items() if c not in df.columns and not k.endswith("?")]
+    if missing:
+        raise UsageError(f"{f}: lacks column(s) {', '.join(missing)} (a {name}.csv has "
+                         f"{', '.join(c for c, k in schema.items() if not k.endswith('?'))})")
+    for c, kind in schema.items():
+        if c not in df.columns:
+            continue
+        optional = kind.endswith("?")
+        kind = kind.rstrip("?")
+        col = df[c]
+        if not optional and col.isna().any():
+            i = int(np.flatnonzero(col.isna().to_numpy())[0])
+            raise UsageError(f"{f}: column {c}, row {i + 1}: empty (allowed: {_ALLOWED[kind]})")
+        bad = _bad_cells(col, kind)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            cell = col.iloc[i]
+            value = repr(cell.item() if isinstance(cell, np.generic) else cell)
+            raise UsageError(f"{f}: column {c}, row {i + 1}: {value[:40]} (allowed: {_ALLOWED[kind]}"
+                             f"{', or empty' if optional else ''})")
+    return df
+
+
+def read_table(f: Path, name: str) -> pd.DataFrame:
+    """Read `f` as `name`.csv and check it: unreadable, cut short (no final newline: a writer
+    stopped mid-row) or not matching the schema is a UsageError with one line."""
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{f}: cannot read ({e.strerror or e})") from None
+    if raw and not raw.endswith(b"\n"):
+        raise UsageError(f"{f}: cut short (the last row has no line end; the file was not written "
+                         "to the end)")
+    if not raw.strip():
+        return pd.DataFrame()
+    try:
+        df = pd.read_csv(f)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        raise UsageError(f"{f}: not a readable CSV ({msg[:120]})") from None
+    return check_table(df, name, f)
 
 
 def slug(text: str) -> str:
@@ -93,13 +305,26 @@ def make_run_dir(out: str | Path | None, device_name: str) -> Path:
     path = Path(out) if out else Path("results") / slug(device_name) / utc_stamp()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True)
-        probe.close()
     except OSError as e:
         raise UsageError(f"--out {path}: not a writable directory ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):  # a probe that leaves no file behind, even when killed
+        raise UsageError(f"--out {path}: not a writable directory (permission denied or read-only)")
     if (path / "run.json").exists() and out:
         raise UsageError(f"--out {path}: already holds a run (run.json); choose an empty directory")
     return path
+
+
+def check_out_file(path: str | Path, flag: str = "--out") -> Path:
+    """`path` if a file can be written there: refused up front (before any work) when it names a
+    directory, its directory is missing or not writable, or it exists and cannot be replaced."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {p}: is a directory (allowed: a file name in an existing directory)")
+    if not p.parent.is_dir():
+        raise UsageError(f"{flag} {p}: directory {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{flag} {p}: not writable (permission denied or read-only)")
+    return p
 
 
 @dataclass
@@ -111,10 +336,7 @@ class Run:
         f = self.path / f"{name}.csv"
         if not f.exists():
             raise UsageError(f"{self.path}: run has no {name}.csv")
-        try:
-            return pd.read_csv(f)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise UsageError(f"{f}: not a readable CSV ({e})") from None
+        return read_table(f, name)
 
     @property
     def run_dir(self) -> Path:  # the name MeasureResult uses, so either can be passed around
@@ -135,18 +357,43 @@ def load_run(path: str | Path) -> Run:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{f}: corrupt run.json ({e})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise UsageError(f"{f}: not a gpuroof run.json (kind is not {KIND!r})")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise UsageError(f"{f}: run.json lacks {', '.join(missing)}")
-    if meta["schema_version"] != SCHEMA_VERSION:
-        raise UsageError(f"{f}: schema_version {meta['schema_version']} (this gpuroof reads {SCHEMA_VERSION})")
-    return Run(path=f.parent, meta=meta)
+    except OSError as e:
+        raise UsageError(f"{f}: cannot read ({e.strerror or e})") from None
+    return Run(path=f.parent, meta=check_meta(meta, f))
 
 
 def write_run(path: Path, meta: dict, tables: dict[str, pd.DataFrame]) -> None:
-    """Tables first, run.json last: a run.json that says 'complete' always has its tables beside it."""
+    """Tables first, run.json last: a run.json that says 'complete' always has its tables beside it.
+
+    A partial run.json always carries a status_reason (UNFINISHED until the writer says why it
+    stopped); a complete one never does. The last partial run this process wrote is remembered,
+    so that an interrupted command can say which run it left partial (and not claim one it did not).
+    """
+    meta = dict(meta)
+    if meta.get("status") == "partial":
+        meta.setdefault("status_reason", UNFINISHED)
+        PARTIAL.add(Path(path).resolve())
+    else:
+        meta.pop("status_reason", None)
+        PARTIAL.discard(Path(path).resolve())
     for name, df in tables.items():
         atomic_write_csv(path / f"{name}.csv", df)
     atomic_write_text(path / "run.json", dumps(meta, indent=2) + "\n")
+
+
+#: Run directories this process wrote as partial and has not completed (see `write_run`).
+PARTIAL: set[Path] = set()
+
+
+def mark_interrupted() -> list[Path]:
+    """After Ctrl-C or SIGTERM: every run this process left partial says 'interrupted' (instead of
+    UNFINISHED) unless its writer already gave a reason. Returns those runs."""
+    for path in sorted(PARTIAL):
+        try:
+            meta = json.loads((path / "run.json").read_text(encoding="utf-8"))
+            if meta.get("status") == "partial" and meta.get("status_reason") in (None, UNFINISHED):
+                meta["status_reason"] = "interrupted"
+                atomic_write_text(path / "run.json", dumps(meta, indent=2) + "\n")
+        except (OSError, ValueError):
+            pass  # the run keeps its UNFINISHED reason
+    return sorted(PARTIAL)

@@ -2,7 +2,22 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
+
+from gpuroof.errors import UsageError
+
+
+def _check_rates(what: str, rates: object, unit: str) -> None:
+    """UsageError unless `rates` maps names to finite numbers > 0 (a ceiling of 0, below 0 or NaN
+    would make every placement against it meaningless)."""
+    if not isinstance(rates, dict):
+        raise UsageError(f"Roofline {what}={rates!r}: a dict of name -> {unit}")
+    for k, v in rates.items():
+        if not isinstance(k, str) or not k:
+            raise UsageError(f"Roofline {what}: key {k!r}: a non-empty name")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise UsageError(f"Roofline {what}[{k!r}]={v!r}: a finite number > 0 ({unit})")
 
 
 @dataclass(frozen=True)
@@ -14,6 +29,10 @@ class Roofline:
 
     bandwidth: dict[str, float]
     compute: dict[str, float]
+
+    def __post_init__(self) -> None:
+        _check_rates("bandwidth", self.bandwidth, "B/s")
+        _check_rates("compute", self.compute, "FLOP/s")
 
     def _bw(self, level: str) -> float:
         if level not in self.bandwidth:
@@ -45,6 +64,12 @@ class Roofline:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Roofline":
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), dict) for k in ("bandwidth", "compute")):
+            raise UsageError(f"ceilings {str(d)[:60]!r}: an object with 'bandwidth' and 'compute' maps")
+        for kind in ("bandwidth", "compute"):
+            for k, v in d[kind].items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                    raise UsageError(f"ceilings {kind}[{k!r}]={v!r}: a finite number > 0, or null")
         return cls(bandwidth={k: float(v) for k, v in d["bandwidth"].items() if v is not None},
                    compute={k: float(v) for k, v in d["compute"].items() if v is not None})
 

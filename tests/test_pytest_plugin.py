@@ -154,6 +154,8 @@ def test_cache_entry_is_stale_when_old_for_another_driver_or_incomplete(tmp_path
     assert "days old" in stale_reason({**fresh, "measured_at": now - 8 * 86400}, key, now, 7)
     assert "another device, driver" in stale_reason(fresh, {**key, "driver": "560.28"}, now, 7)
     assert "incomplete" in stale_reason({**fresh, "meta": {"status": "partial"}}, key, now, 7)
+    broken = {**meta, "ceilings": {"compute": {"float32": -1e12}, "bandwidth": {"dram": 1e12}}}
+    assert "not valid" in stale_reason({**fresh, "meta": broken}, key, now, 7)
 
 
 def test_cache_file_is_named_by_device_and_driver_and_differs_per_driver(tmp_path):

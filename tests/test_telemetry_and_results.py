@@ -82,7 +82,7 @@ def test_slug():
     (None, "no run.json"),
     ("{not json", "corrupt run.json"),
     (json.dumps({"kind": "something-else"}), "not a gpuroof run.json"),
-    (json.dumps({"kind": "gpuroof-run", "schema_version": SCHEMA_VERSION}), "lacks"),
+    (json.dumps({"kind": "gpuroof-run", "schema_version": SCHEMA_VERSION}), "field status: missing"),
     (json.dumps({"kind": "gpuroof-run", "schema_version": 99, "status": "complete", "backend": "cpu",
                  "device": {}, "ceilings": {}}), "schema_version 99"),
 ])

@@ -41,3 +41,12 @@ def get_backend(name: str = "auto", device: int = 0) -> Backend:
         return CudaBackend(device)
     from gpuroof.backends.cpu import CpuBackend
     return CpuBackend(device)
+
+
+def check_index(name: str, device: int) -> None:
+    """UsageError naming the indices this machine has when `device` is not one of them (for
+    commands that take one device index, never 'all')."""
+    n = device_count(name)
+    if not 0 <= device < n:
+        raise UsageError(f"--device {device}: this machine has {n} {resolve_name(name)} device(s) "
+                         f"(allowed: {'0' if n == 1 else f'0..{n - 1}'})")
