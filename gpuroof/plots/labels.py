@@ -15,7 +15,8 @@ def label_box(ann: Any, renderer: Any) -> Any:
     """The box of an annotation's text alone (Annotation.get_window_extent adds its leader line)."""
     from matplotlib.text import Text
 
-    ann.update_positions(renderer)  # where xy and the offset put the text now
+    if hasattr(ann, "update_positions"):
+        ann.update_positions(renderer)  # where xy and the offset put the text now
     return Text.get_window_extent(ann, renderer)
 
 
