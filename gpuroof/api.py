@@ -11,6 +11,7 @@ as device work). The placement uses the same timer, the same ceilings and the sa
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ import numpy as np
 from gpuroof.backends.base import Backend
 from gpuroof.bench import NOISE_FLOOR, newest_run, place_case
 from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.output import results_root
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline
 
@@ -40,7 +42,9 @@ def _backend(backend: str | Backend, device: int) -> tuple[Backend, bool]:
 
 def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str | Backend = "auto",
                   device: int = 0) -> tuple[Roofline, str | None]:
-    """(roofline, where it came from). `run` None: the newest complete run for this device in results/."""
+    """(roofline, where it came from). `run` None: the newest complete run for this device in the results
+    directory ($GPUROOF_RESULTS, else ./results); with none there, a quick measurement first, as
+    `gpuroof bench` does (said on stderr; about half a minute on a CPU)."""
     if isinstance(run, Roofline):
         return run, None
     if isinstance(run, Run):
@@ -52,12 +56,16 @@ def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str |
         try:
             name = b.device_info().get("name") or b.name
             loaded = newest_run(b.name, name)
+            if loaded is None:
+                from gpuroof.measure import measure
+
+                print(f"gpuroof: no complete run for {name!r} under {results_root() / slug(name)}/: measuring "
+                      "the ceilings first (measure --quick); pass ceilings=<run directory> to reuse one",
+                      file=sys.stderr)
+                loaded = load_run(measure(b.name, device, quick=True, progress=False).run_dir)
         finally:
             if owned:
                 b.close()
-        if loaded is None:
-            raise UsageError(f"no complete run for {name!r} under results/{slug(name)}/: run "
-                             "`gpuroof measure` first, or pass ceilings=<run directory>")
     if not loaded.meta.get("ceilings"):
         raise UsageError(f"{loaded.path}: the run has no ceilings (status {loaded.meta.get('status')})")
     return Roofline.from_dict(loaded.meta["ceilings"]), str(loaded.path)

@@ -511,5 +511,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.run_dir, args.out)
     print(path)
+    if getattr(args, "json", False):
+        from gpuroof.output import emit_json
+
+        emit_json({"run_dir": str(Path(args.run_dir)), "report": str(path)})
     return 0
 

@@ -120,4 +120,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     for paths in written.values():
         for p in paths:
             print(p)
+    if getattr(args, "json", False):
+        from gpuroof.output import emit_json
+
+        emit_json({"run_dir": str(run.path), "figures": {n: [str(p) for p in ps] for n, ps in written.items()},
+                   "skipped": skipped})
     return 0
