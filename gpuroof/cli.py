@@ -131,7 +131,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             info = b.device_info()
             clock, clock_source = max_sm, "max clock"
             if not max_sm and info.get("nominal_clock_mhz"):  # a VM has no cpufreq: the clock /proc/cpuinfo shows
-                clock, clock_source = info["nominal_clock_mhz"], "nominal clock (/proc/cpuinfo; measure to know)"
+                clock, clock_source = info["nominal_clock_mhz"], "nominal clock from /proc/cpuinfo, not measured"
             devices.append({"device": info, "dtypes": list(b.dtypes()),
                             "theoretical_at_max_clock": b.theoretical(clock, max_mem) if (clock or max_mem) else None,
                             "theoretical_clock_source": clock_source if clock else None,

@@ -28,6 +28,9 @@ THEORETICAL_SHOWN = 0.8
 
 UNBOUND_COLOUR = "#9a9a9a"  # a point that could not be placed (no roof for its unit)
 
+#: Roof labels stand on a white ground: a line running under one does not strike the text through.
+GROUND = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85}
+
 
 # --------------------------------------------------------------------------- geometry
 
@@ -95,6 +98,16 @@ def bounding_roof(row: Any, ceilings: dict) -> str | None:
     """The roof a point is read against: 'dram' (or another level) when memory-bound, its compute
     unit when compute-bound, None when it could not be placed."""
     bound = getattr(row, "bound", None)
+    if bound not in ("memory", "compute") and "bound" not in getattr(row, "_fields", ("bound",)):
+        # points drawn without a placement (an experiment's own table): place them by the model here
+        unit = next((u for u in (getattr(row, "roof_unit", None), getattr(row, "unit", None), getattr(row, "dtype", None))
+                     if isinstance(u, str) and u in _finite(ceilings.get("compute"))), None)
+        level = reference_level(ceilings)
+        x = getattr(row, "x", None)
+        if unit is None or level is None or x is None or not math.isfinite(x):
+            return None
+        dram = _finite(ceilings.get("bandwidth"))[level]
+        return level if dram * x < _finite(ceilings.get("compute"))[unit] else unit
     if bound == "memory":
         level = getattr(row, "level", None)
         return level if isinstance(level, str) and level else reference_level(ceilings)
@@ -143,13 +156,26 @@ def short_labels(names: Iterable[str], cases: Iterable[str]) -> list[str]:
     return out
 
 
+#: A direct label longer than this keeps the workload's name and its number only: the number finds
+#: the full case in the workloads table, and a long label hides the roofs it is read against.
+LABEL_CHARS = 18
+
+
+def point_label(ref: int, label: str) -> str:
+    """'12 mlp B=256': the row number in the workloads table, the name and what differs, when short."""
+    name, _, rest = label.partition(" ")
+    first = rest.split(" ")[0] if rest else ""
+    text = f"{ref} {name} {first}".strip()
+    return text if len(text) <= LABEL_CHARS else f"{ref} {name}"
+
+
 def _col(w: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     return w[name] if name in w else pd.Series([default] * len(w), index=w.index)
 
 
 def _kernels_from_workloads(w: pd.DataFrame) -> pd.DataFrame:
     w = w.copy()
-    label = short_labels(w["name"], _col(w, "case", ""))
+    label = [point_label(i, lab) for i, lab in enumerate(short_labels(w["name"], _col(w, "case", "")), start=1)]
     time_s = pd.to_numeric(_col(w, "time_s", math.nan), errors="coerce")
     pred = pd.to_numeric(_col(w, "predicted_time_s", math.nan), errors="coerce")
     return pd.DataFrame({
@@ -343,7 +369,8 @@ def _compute_label(placer: LabelPlacer, r: Roof, theo: float | None, ridge: floa
     text = f"{unit_name(r.name)} {si(r.value, 'FLOP/s', 3)}{_share(r.value, theo)}"
     xs = np.geomspace(x_hi, max(r.x[0], x_lo) * 1.5, 12)
     return placer.place(text, [(x, r.value) for x in xs], offsets=[(-4, 3), (-4, -3)], gid=f"label:roof:{r.name}",
-                        fontsize=8, color=unit_colour(r.name), fontweight="bold", accept=LabelPlacer.LABEL - 1)
+                        fontsize=8, color=unit_colour(r.name), fontweight="bold", accept=LabelPlacer.LABEL - 1,
+                        bbox=GROUND)
 
 
 def _slope_label(ax: "Axes", placer: LabelPlacer, r: Roof, theo: float | None, x_lo: float, y_lo: float,
@@ -360,8 +387,7 @@ def _slope_label(ax: "Axes", placer: LabelPlacer, r: Roof, theo: float | None, x
         else [(math.sqrt(xa * xb), r.value * math.sqrt(xa * xb))]
     text = f"{r.name.upper()} {si(r.value, 'B/s', 3)}{_share(r.value, theo)}"
     style = {"rotation": angle, "lines": False, "accept": LabelPlacer.LABEL - 1, "fontsize": 8,
-             "color": level_colour(r.name), "fontweight": "bold", "gid": f"label:roof:{r.name}",
-             "bbox": {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85}}
+             "color": level_colour(r.name), "fontweight": "bold", "gid": f"label:roof:{r.name}", "bbox": GROUND}
     label = placer.place(text, anchors, offsets=[(-2, 3), (-3, 6)], align=("left", "bottom"), **style)
     if label is None:
         label = placer.place(text, anchors, offsets=[(2, -3), (3, -6)], align=("left", "top"), **style)
@@ -377,7 +403,7 @@ def _point_labels(ax: "Axes", placer: LabelPlacer, k: pd.DataFrame) -> list[Any]
     if k.empty:
         return []
     texts = [ax.text(r.x, r.y, str(r.text), fontsize=7.5, color="#222222", zorder=6, gid=f"label:kernel:{r.text}",
-                     ha="left", va="bottom") for r in k.itertuples()]
+                     ha="left", va="bottom", bbox=GROUND) for r in k.itertuples()]
     anchors = [(r.x, r.y) for r in k.itertuples()]
     everything = np.vstack([p for p, _, _, each in placer.groups if each])  # markers, in display space
     xy = ax.transData.inverted().transform(everything)
@@ -406,7 +432,7 @@ def _point_labels(ax: "Axes", placer: LabelPlacer, k: pd.DataFrame) -> list[Any]
     placer.boxes = boxes  # what adjustText could not free, the greedy placer tries around its point
     for t, anchor in dropped:
         again = placer.place(t.get_text(), [anchor], gid=t.get_gid(), accept=LabelPlacer.LABEL - 1, fontsize=7.5,
-                             color="#222222")
+                             color="#222222", bbox=GROUND)
         if again is not None:
             kept.append(again)
     return kept
