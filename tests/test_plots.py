@@ -547,3 +547,10 @@ def test_datacenter_experiment_builds_six_production_cases(monkeypatch):
     intensity = {s.tag: c.intensity for s, c in cases}
     assert intensity["MLP1"] < intensity["MLP0"] and intensity["LSTM1"] < intensity["LSTM0"]
     assert all(c.dtype == "float32" for _, c in cases)
+
+
+def test_lost_time_advice_near_the_roof_asks_for_a_higher_roof():
+    meta = {"backend": "cuda", "ceilings": {"compute": {"float32": 1.0, "float32-matrix": 2.0}}}
+    assert "matrix unit" in plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.93}, meta)
+    assert "occupancy" not in plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.93}, meta)
+    assert "fewer bytes" in plots.advice({"bound": "memory", "level": "dram", "efficiency": 0.95}, meta)

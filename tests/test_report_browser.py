@@ -274,6 +274,11 @@ MEASURE_TEXT = """
     const h = Math.min(p.b.bottom, q.b.bottom) - Math.max(p.b.top, q.b.top);
     if (w > 1 && h > 2) out.overlaps.push([p.t, q.t]);
   }
+  out.images = Array.from(document.images).map(i => {  // scaled to fit, never cropped or stretched
+    const b = i.getBoundingClientRect();
+    return {alt: i.alt, inside: b.left >= -0.5 && b.right <= W + 0.5, width: b.width,
+            ratio: Math.abs(b.width / b.height - i.naturalWidth / i.naturalHeight) / (i.naturalWidth / i.naturalHeight)};
+  });
   out.scrollWidth = document.documentElement.scrollWidth;
   out.width = W;
   out.verdictTop = document.getElementById('verdict').getBoundingClientRect().top;
@@ -316,6 +321,9 @@ def test_report_text_is_neither_clipped_nor_overlapping(width, browser, tmp_path
     assert got["overlaps"] == [], got["overlaps"][:5]
     assert got["scrollWidth"] <= width
     assert got["verdictTop"] < 200  # the verdict is on the first screen
+    assert len(got["images"]) == 5  # roofline, lost time, sweep, telemetry, hierarchy
+    for img in got["images"]:  # every figure whole: inside the page, its aspect ratio kept
+        assert img["inside"] and img["ratio"] < 0.01 and img["width"] > 0.6 * min(width, 1200) - 60, img
 
 
 @needs_browser

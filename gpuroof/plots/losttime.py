@@ -13,6 +13,10 @@ from gpuroof.results import Run
 
 MAX_BARS = 15  # past this many workloads the figure shows those that lose the most; the table has the rest
 
+#: At this share of its roof a kernel is done where it is: only a higher roof (another unit, data
+#: kept in a nearer cache) or less work makes it faster, and the advice says so.
+NEAR_ROOF = 0.85
+
 
 def advice(row: dict, meta: dict) -> str:
     """What the roofline says to do about one placed workload, in the device's own words."""
@@ -20,8 +24,12 @@ def advice(row: dict, meta: dict) -> str:
     bound = row.get("bound")
     eff = row.get("efficiency")
     share = f"{eff:.0%} of its roof" if isinstance(eff, (int, float)) and math.isfinite(eff) else "below its roof"
+    near = isinstance(eff, (int, float)) and math.isfinite(eff) and eff >= NEAR_ROOF
     if bound == "memory":
         level = row.get("level") if isinstance(row.get("level"), str) and row.get("level") else "dram"
+        if near:
+            return (f"memory-bound ({level.upper()}) at {share}: at its roof; only fewer bytes (fusion, smaller "
+                    "dtypes, reuse from cache) make it faster")
         return (f"memory-bound ({level.upper()}, {share}): raise its intensity (reuse data from cache or "
                 "registers, larger tiles) or fuse it with its neighbours")
     if bound == "compute":
@@ -29,6 +37,10 @@ def advice(row: dict, meta: dict) -> str:
         unit = str(unit or "?")
         matrix = f"{unit.split('-')[0]}-matrix"
         fixes = []
+        if near:
+            faster = (f"move it to the matrix unit ({unit_name(matrix)})" if not unit.endswith("-matrix") and matrix
+                      in _finite((meta.get("ceilings") or {}).get("compute")) else "do less work (fewer FLOPs)")
+            return f"compute-bound on the {unit_name(unit)} unit at {share}: at its roof; {faster}"
         if not unit.endswith("-matrix"):
             fixes.append("vectorize its inner loop" if cpu else "use wider (packed) loads and math")
             if matrix in _finite((meta.get("ceilings") or {}).get("compute")):
