@@ -196,7 +196,8 @@ def summary_table(meta: dict) -> str:
     lines = text_table(rows)
     fit = meta["fit"]
     clocks = meta["median_clocks"]
-    lines.append(f"clocks (median during points): SM/core {clocks['sm_clock_mhz'] or '-'} MHz, "
+    core = "core" if meta.get("backend") == "cpu" else "SM"  # the device's own word
+    lines.append(f"clocks (median during points): {core} {clocks['sm_clock_mhz'] or '-'} MHz, "
                  f"memory {clocks['mem_clock_mhz'] or '-'} MHz; throttled points: {meta['throttled_points']}")
     if meta.get("implied_clock_mhz"):
         lines.append(f"clock implied by the best FMA rate: {meta['implied_clock_mhz']:.0f} MHz "
