@@ -284,7 +284,23 @@ def text_boxes(fig) -> list:
 @pytest.mark.parametrize("name", ["roofline", "losttime", "sweep", "telemetry", "hierarchy"])
 def test_figure_texts_inside_the_figure_and_labels_apart(name, syn_drawn):
     """No text clipped by the figure's edge; no two texts of the plot area (roof and point labels) overlap."""
-    fig = syn_drawn[name].fig
+    assert_texts_clear(syn_drawn[name].fig)
+
+
+COMMITTED = sorted(f.parent for f in (Path(__file__).resolve().parent.parent / "results").glob("*/*/workloads.csv")
+                   if (f.parent / "run.json").exists())
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed run with workloads under results/")
+def test_committed_run_figures_have_clear_text():
+    """The README's figures, redrawn from the committed run: a dense real case (dozens of workloads)."""
+    drawn, _ = plots.draw_figures(COMMITTED[-1], "all")
+    assert {"roofline", "losttime"} <= set(drawn)
+    for d in drawn.values():
+        assert_texts_clear(d.fig)
+
+
+def assert_texts_clear(fig) -> None:
     boxes = text_boxes(fig)
     assert boxes
     for t, b in boxes:
