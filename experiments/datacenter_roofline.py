@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     kernels = pd.DataFrame({
         "x": table["intensity"].astype(float), "y": table["achieved_flops"].astype(float),
         "dtype": table["dtype"].astype(str), "kernel": table["family"], "label": table["tag"],
-        "valid": table["valid"].astype(bool), "above": table["above_roof"].fillna(False).astype(bool)})
+        "valid": table["valid"].astype(bool), "above": table["above_roof"].fillna(False).astype(bool),
+        "unit": table["unit"]})  # the roof each point is read against: its colour on the roofline
     drawn = plots.draw_roofline(meta, kernels, "workloads",
                                 title=f"Production-like inference on {name}: which layers reach the roof")
     for fmt in ("png", "pdf"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ import numpy as np
 from gpuroof.backends.base import Backend
 from gpuroof.bench import NOISE_FLOOR, newest_run, place_case, same_device
 from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.output import results_root
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline
 
@@ -42,7 +44,9 @@ def _backend(backend: str | Backend, device: int) -> tuple[Backend, bool]:
 
 def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str | Backend = "auto",
                   device: int = 0, force: bool = False) -> tuple[Roofline, str | None]:
-    """(roofline, where it came from). `run` None: the newest complete run for this device in results/.
+    """(roofline, where it came from). `run` None: the newest complete run for this device in the results
+    directory ($GPUROOF_RESULTS, else ./results); with none there, a quick measurement first, as
+    `gpuroof bench` does (said on stderr; about half a minute on a CPU).
 
     A run measured on another device (or backend) than `backend`'s is refused unless `force`, as
     the CLI's --ceilings is: its ceilings would place the kernel against someone else's roof.
@@ -60,8 +64,12 @@ def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str |
             if loaded is None:
                 loaded = newest_run(b.name, name)
                 if loaded is None:
-                    raise UsageError(f"no complete run for {name!r} under results/{slug(name)}/: run "
-                                     "`gpuroof measure` first, or pass ceilings=<run directory>")
+                    from gpuroof.measure import measure
+
+                    print(f"gpuroof: no complete run for {name!r} under {results_root() / slug(name)}/: "
+                          "measuring the ceilings first (measure --quick); pass ceilings=<run directory> "
+                          "to reuse one", file=sys.stderr)
+                    loaded = load_run(measure(b.name, device, quick=True, progress=False).run_dir)
             elif not same_device(loaded, b.name, name):
                 raise UsageError(f"ceilings={str(loaded.path)!r}: measured on "
                                  f"{loaded.meta['device'].get('name')!r} ({loaded.meta.get('backend')}), "

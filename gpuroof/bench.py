@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from gpuroof.backends.base import Backend
 from gpuroof.errors import MeasurementError, UsageError
-from gpuroof.results import (KIND, SCHEMA_VERSION, Run, dumps, load_run, make_run_dir, slug,
+from gpuroof.output import emit_json, results_root
+from gpuroof.results import (KIND, SCHEMA_VERSION, Run, load_run, make_run_dir, slug,
                              utc_stamp, write_run)
 from gpuroof.roofline import Roofline, place
 from gpuroof.units import si, text_table
@@ -359,10 +360,10 @@ def same_device(run: Run, backend_name: str, device_name: str) -> bool:
     return run.meta.get("backend") == backend_name and run.meta["device"].get("name") == device_name
 
 
-def newest_run(backend_name: str, device_name: str, root: str | Path = "results") -> Run | None:
-    """The newest complete run with ceilings under results/<slug(device)>/ for this backend and device."""
+def newest_run(backend_name: str, device_name: str, root: str | Path | None = None) -> Run | None:
+    """The newest complete run with ceilings under <results>/<slug(device)>/ for this backend and device."""
     best: tuple[str, Run] | None = None
-    for f in sorted(Path(root, slug(device_name)).glob("*/run.json")):
+    for f in sorted(Path(root or results_root(), slug(device_name)).glob("*/run.json")):
         try:
             run = load_run(f)
         except UsageError:
@@ -376,7 +377,7 @@ def newest_run(backend_name: str, device_name: str, root: str | Path = "results"
 
 
 def _fresh_dir(device_name: str) -> Path:
-    base = Path("results") / slug(device_name)
+    base = results_root() / slug(device_name)
     path = base / utc_stamp()
     i = 1
     while (path / "run.json").exists():
@@ -420,12 +421,16 @@ def resolve_target(backend: Backend, ceilings: str | None, out: str | None, forc
         refuse(source, "--ceilings")
     elif out_run is not None:
         source = out_run
-    else:
+    if out and out_run is None and not Path(out).is_dir():
+        raise UsageError(f"--out {out}: no such directory (allowed: a complete `gpuroof measure` run to add the "
+                         "workloads to, or an existing empty directory for a new run; leave --out out to write "
+                         f"under {results_root()})")
+    if not ceilings and out_run is None:
         found = newest_run(backend.name, name)
         if found is None:
             from gpuroof.measure import measure
 
-            print(f"gpuroof: no complete run for {name!r} under results/{slug(name)}/: "
+            print(f"gpuroof: no complete run for {name!r} under {results_root() / slug(name)}/: "
                   "measuring the ceilings first (measure --quick)", file=sys.stderr)
             res = measure(backend.name, device_index, quick=True, progress=progress)
             found = load_run(res.run_dir)
@@ -533,11 +538,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
                         "e.g. --workload gemm --shape m=1,n=8192,k=8192")
     b.add_argument("--ceilings", default=None,
                    help="run directory whose measured ceilings to use (default: the newest complete "
-                        "run for this device under results/, else measure --quick first)")
+                        "run for this device under the results directory, else measure --quick first)")
     b.add_argument("--force", action="store_true", help="accept --ceilings from a different device")
     b.add_argument("--out", default=None,
                    help="a complete measure run directory to add the workloads to, or a new directory")
-    b.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    b.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     b.set_defaults(func=main_bench)
     return b
 
@@ -573,7 +578,7 @@ def main_bench(args: argparse.Namespace) -> int:
     print(f"ceilings: {target.source.path}")
     print(f"run directory: {run_dir}")
     if args.json:
-        print(dumps({"run_dir": str(run_dir), "backend": backend.name,
-                     "device": backend.device_info().get("name"), "ceilings": target.source.meta["ceilings"],
-                     "ceilings_source": str(target.source.path), "workloads": json_records(table)}))
+        emit_json({"run_dir": str(run_dir), "backend": backend.name,
+                   "device": backend.device_info().get("name"), "ceilings": target.source.meta["ceilings"],
+                   "ceilings_source": str(target.source.path), "workloads": json_records(table)})
     return 0

@@ -29,7 +29,8 @@ import pandas as pd
 
 from gpuroof.compare import fmt_time
 from gpuroof.errors import UsageError
-from gpuroof.results import Run, dumps, load_run
+from gpuroof.output import emit_json, results_root
+from gpuroof.results import Run, load_run
 from gpuroof.units import text_table
 
 KEY = ["name", "case", "dtype"]
@@ -395,7 +396,7 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
             if out:
                 run_dir = make_run_dir(out, name)
             else:
-                run_dir = make_run_dir(str(Path("results") / slug(name) / f"{utc_stamp()}-check"), name)
+                run_dir = make_run_dir(str(results_root() / slug(name) / f"{utc_stamp()}-check"), name)
             meta = new_run_meta(backend, source, argv)
             write_run(run_dir, meta, {})  # partial until the cases are timed
             table = bench_cases(backend, roof, cases, settings, progress)
@@ -508,5 +509,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         current = load_cases(run, "current")
         print(f"current run: {run.path}", file=sys.stderr)
     res = check(baseline, current, args.tolerance, args.by, args.force)
-    print(dumps(res.to_dict()) if args.json else render(res))
+    if args.json:
+        emit_json(res.to_dict())
+    else:
+        print(render(res))
     return res.exit_code

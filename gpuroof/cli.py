@@ -11,7 +11,7 @@ from typing import Callable
 
 from gpuroof import __version__
 from gpuroof.errors import MeasurementError, UsageError
-from gpuroof.results import dumps
+from gpuroof.output import RESULTS_ENV, emit_json, emitted, json_mode, results_dir
 from gpuroof.units import parse_bytes, si, text_table
 
 
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--backend", default="auto", help="auto (cuda if usable, else cpu), cuda or cpu")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--results-dir", default=argparse.SUPPRESS, metavar="DIR",
+                        help=f"where run directories go and are looked up (default ${RESULTS_ENV}, else ./results)")
 
     info = sub.add_parser("info", parents=[common], help="devices found, backend, theoretical peaks")
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -81,17 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory levels to measure, e.g. l1,l2,dram (default: every level the device has: "
                         "l1,l2,l3,dram on a CPU; shared,l1,l2,dram on a GPU)")
     m.add_argument("--no-matrix", action="store_true", help="skip the GEMM (matrix unit) ceilings")
-    m.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
-    m.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    m.add_argument("--out", default=None, help="run directory (default RESULTS_DIR/<device>/<UTC time>/)")
+    m.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     m.set_defaults(func=cmd_measure)
 
     r = sub.add_parser("run", parents=[common],
                        help="the main job: measure, bench the workloads, draw the figures, write report.html")
     r.add_argument("--device", type=_device, default=0, help="device index or 'all' (default 0)")
     r.add_argument("--quick", action="store_true", help="the short version (about a minute on 2 cores)")
-    r.add_argument("--out", default=None, help="run directory (default results/<device>/<UTC time>/)")
+    r.add_argument("--out", default=None, help="run directory (default RESULTS_DIR/<device>/<UTC time>/)")
     r.add_argument("--format", type=_list, default=["png", "svg"], help="figure formats (png, svg, pdf)")
-    r.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    r.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     r.set_defaults(func=cmd_run)
 
     for module in ("bench", "plots", "report", "compare", "check", "merge"):
@@ -101,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir", help="a run directory (or its run.json)")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_show)
+    for parser in sub.choices.values():  # one contract: --json and --results-dir on every command
+        options = {o for a in parser._actions for o in a.option_strings}
+        if "--json" not in options:
+            parser.add_argument("--json", action="store_true", help="stdout: one JSON document (text goes to stderr)")
+        if "--results-dir" not in options:
+            parser.add_argument("--results-dir", default=argparse.SUPPRESS, metavar="DIR",
+                                help=f"where run directories go and are looked up (default ${RESULTS_ENV}, "
+                                     "else ./results)")
     return p
 
 
@@ -125,34 +135,61 @@ def cmd_info(args: argparse.Namespace) -> int:
         b = get_backend(name, i)
         try:
             max_sm, max_mem = b.max_clocks()
-            devices.append({"device": b.device_info(), "dtypes": list(b.dtypes()),
-                            "theoretical_at_max_clock": b.theoretical(max_sm, max_mem)
-                            if (max_sm or max_mem) else None,
+            info = b.device_info()
+            clock, clock_source = max_sm, "max clock"
+            if not max_sm and info.get("nominal_clock_mhz"):  # a VM has no cpufreq: the clock /proc/cpuinfo shows
+                clock, clock_source = info["nominal_clock_mhz"], "nominal clock from /proc/cpuinfo, not measured"
+            devices.append({"device": info, "dtypes": list(b.dtypes()),
+                            "theoretical_at_max_clock": b.theoretical(clock, max_mem) if (clock or max_mem) else None,
+                            "theoretical_clock_source": clock_source if clock else None,
                             "max_clocks_mhz": {"sm": max_sm, "mem": max_mem}})
         finally:
             b.close()
     out = {"backend": name, "devices": devices}
     if args.json:
-        print(dumps(out))
+        emit_json(out)
         return 0
     print(f"backend: {name}")
     for d in devices:
-        dev = d["device"]
-        print(f"device {dev.get('index', 0)}: {dev['name']}")
-        print(f"  dtypes: {', '.join(d['dtypes'])}")
-        print(f"  max clocks: SM/core {d['max_clocks_mhz']['sm'] or '-'} MHz, memory {d['max_clocks_mhz']['mem'] or '-'} MHz")
-        theo = d["theoretical_at_max_clock"]
-        if theo:
-            for dt, v in theo["compute"].items():
-                print(f"  theoretical {dt}: {si(v, 'FLOP/s')}")
-            print(f"  theoretical dram: {si(theo['bandwidth'].get('dram'), 'B/s')}")
-        else:
-            print("  theoretical peaks: unknown (no max clock reported)")
+        for line in device_lines(name, d):
+            print(line)
     return 0
 
 
 #: The run.json sections `summary_table` reads.
 SUMMARY_KEYS = ("theoretical", "ratios", "ridge_points", "median_clocks", "fit", "validation", "conventions")
+
+
+def device_lines(backend: str, d: dict) -> list[str]:
+    """`gpuroof info` for one device, in its own words: cores, ISA and caches on a CPU; SMs on a GPU."""
+    dev, clocks = d["device"], d["max_clocks_mhz"]
+    lines = [f"device {dev.get('index', 0)}: {dev['name']}"]
+    if backend == "cpu":
+        lines.append(f"  cores: {dev.get('physical_cores') or '?'} physical, {dev.get('logical_cpus') or '?'} logical, "
+                     f"{dev.get('cores_used') or '?'} used")
+        vec = dev.get("vector_unit") or {}
+        lines.append(f"  ISA: {', '.join(dev.get('isa') or []) or '-'}"
+                     + (f"; vector unit {vec['width_bits']} bit x {vec['fma_pipes']} FMA pipes" if vec else ""))
+        caches = [f"L{c.get('level')} {c.get('type', '')} {c.get('size_bytes', 0) // 1024} KiB"
+                  + (f" per {c['shared_by_cpus']} CPUs" if c.get("shared_by_cpus", 1) > 1 else " per core")
+                  for c in dev.get("caches") or [] if isinstance(c, dict)]
+        lines.append(f"  caches: {'; '.join(caches) or '-'}")
+        lines.append(f"  clock: max {clocks['sm'] or '-'} MHz, nominal {dev.get('nominal_clock_mhz') or '-'} MHz")
+    else:
+        if dev.get("multiprocessors"):
+            lines.append(f"  SMs: {dev['multiprocessors']}")
+        lines.append(f"  max clocks: SM {clocks['sm'] or '-'} MHz, memory {clocks['mem'] or '-'} MHz")
+    lines.append(f"  dtypes: {', '.join(d['dtypes'])}")
+    theo = d["theoretical_at_max_clock"]
+    if theo:
+        lines.append(f"  theoretical peaks (at the {d['theoretical_clock_source']}):")
+        for dt, v in theo["compute"].items():
+            lines.append(f"    {dt}: {si(v, 'FLOP/s')}")
+        if (theo.get("bandwidth") or {}).get("dram"):
+            lines.append(f"    dram: {si(theo['bandwidth']['dram'], 'B/s')}")
+    else:
+        lines.append("  theoretical peaks: unknown (no clock reported)")
+    return lines
 
 
 def summary_table(meta: dict) -> str:
@@ -170,7 +207,8 @@ def summary_table(meta: dict) -> str:
     lines = text_table(rows)
     fit = meta["fit"]
     clocks = meta["median_clocks"]
-    lines.append(f"clocks (median during points): SM/core {clocks['sm_clock_mhz'] or '-'} MHz, "
+    core = "core" if meta.get("backend") == "cpu" else "SM"  # the device's own word
+    lines.append(f"clocks (median during points): {core} {clocks['sm_clock_mhz'] or '-'} MHz, "
                  f"memory {clocks['mem_clock_mhz'] or '-'} MHz; throttled points: {meta['throttled_points']}")
     if meta.get("implied_clock_mhz"):
         lines.append(f"clock implied by the best FMA rate: {meta['implied_clock_mhz']:.0f} MHz "
@@ -206,7 +244,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         print(f"run directory: {res.run_dir}")
         summaries.append(json_summary(res.meta, res.run_dir))
     if args.json:
-        print(dumps(summaries[0] if len(summaries) == 1 else {"runs": summaries}))
+        emit_json(summaries[0] if len(summaries) == 1 else {"runs": summaries})
     return 0
 
 
@@ -242,7 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outputs.append({**json_summary(res.meta, res.run_dir), "report": str(report),
                         "workloads": {"cases": int(len(table)), "valid": int(table["valid"].sum())}})
     if args.json:
-        print(dumps(outputs[0] if len(outputs) == 1 else {"runs": outputs}))
+        emit_json(outputs[0] if len(outputs) == 1 else {"runs": outputs})
     return 0
 
 
@@ -259,7 +297,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.run_dir}: run is {run.meta['status']} and has no ceilings "
                          f"({run.meta.get('status_reason', 'not finished')})")
     if args.json:
-        print(dumps(json_summary(run.meta, run.path)))
+        emit_json(json_summary(run.meta, run.path))
     else:
         print(f"{run.device_name} ({run.meta['backend']}), {run.meta.get('created_utc', '?')}")
         print(summary_table(run.meta))
@@ -299,29 +337,58 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"gpuroof: error: {e}", file=sys.stderr)
+        if "--json" in argv:
+            emit_json({"command": next((a for a in argv if not a.startswith("-")), None), "exit_code": 2,
+                       "error": f"gpuroof: error: {e}", "output": []})
+        return 2
+    as_json = bool(getattr(args, "json", False))
+    with json_mode(as_json) as printed, results_dir(getattr(args, "results_dir", None)) as root:
+        rc, error = _call(argv, args, debug, root)
+        if as_json and not emitted():  # a failure, or a command with nothing of its own to say in JSON
+            emit_json({"command": args.command, "exit_code": rc, "error": error,
+                       "output": "".join(printed.text).splitlines()})
+    return rc
+
+
+#: Commands that write run directories say where results live (--results-dir, $GPUROOF_RESULTS, ./results).
+WRITES_RUNS = ("measure", "run", "bench", "check")
+
+
+def _call(argv: list[str], args: argparse.Namespace, debug: bool, root: object) -> tuple[int, str | None]:
+    """(exit code, the one-line error or None): 2 bad input, 1 runtime failure, 130 interrupted."""
+    error = None
+    try:
         if getattr(args, "device", None) == "all":
             rc = _fan_out(argv, args)
             if rc is not None:
-                return rc
+                return rc, None
         func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        rc = func(args)
+        if args.command in WRITES_RUNS:  # after the run: bad input stays one line on stderr
+            print(f"results directory: {root} (--results-dir, else ${RESULTS_ENV}, else ./results)")
+        return rc, None
     except UsageError as e:
         if debug:
             traceback.print_exc()
-        print(_one_line(f"gpuroof: error: {e}"), file=sys.stderr)
-        return 2
+        error = f"gpuroof: error: {e}"
+        rc = 2
     except KeyboardInterrupt:
         from gpuroof.results import mark_interrupted
 
         left = ", ".join(str(p) for p in mark_interrupted())
-        print(_one_line(f"gpuroof: interrupted; {left} marked partial" if left else
-                        "gpuroof: interrupted; no run directory was left partial"), file=sys.stderr)
-        return 130
+        error = (f"gpuroof: interrupted; {left} marked partial" if left else
+                 "gpuroof: interrupted; no run directory was left partial")
+        rc = 130
     except (MeasurementError, Exception) as e:  # noqa: BLE001 - one line unless --debug
         if debug:
             traceback.print_exc()
-        print(_one_line(f"gpuroof: failed: {type(e).__name__}: {e}"), file=sys.stderr)
-        return 1
+        error = f"gpuroof: failed: {type(e).__name__}: {e}"
+        rc = 1
+    error = _one_line(error)
+    print(error, file=sys.stderr)
+    return rc, error
 
 
 if __name__ == "__main__":

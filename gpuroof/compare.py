@@ -9,6 +9,7 @@ it never measures.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -543,7 +544,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run directories (a directory that is not a run stands for every run below it)")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run speedups are relative to (default: the first)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="table (default), markdown, csv or json")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default), markdown, csv or json (json is --json)")
+    p.add_argument("--json", action="store_true", help="stdout: one JSON document (as --format json)")
     p.add_argument("--plot", default=None, metavar="FILE", help="overlaid rooflines: FILE.png, .svg or .pdf")
     p.add_argument("--threshold", type=_pct, default=SICK_THRESHOLD, metavar="PCT",
                    help="flag a ceiling this many percent below the median of all runs of the same "
@@ -570,7 +573,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         runs = load_runs(paths, warn)
     c = compare(runs, base_idx, args.threshold)
-    print(render(c, args.format))
+    if args.json or args.format == "json":  # --format json: the older spelling of --json
+        from gpuroof.output import emit_json
+
+        emit_json(json.loads(render(c, "json")))
+    else:
+        print(render(c, args.format))
     if args.plot:
         print(f"figure: {write_plot(runs, c, args.plot)}", file=sys.stderr)
     return 0

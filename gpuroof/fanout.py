@@ -83,7 +83,9 @@ def visible_devices(parent: str | None, count: int) -> list[str]:
 
 def default_root(now: str | None = None, host: str | None = None) -> Path:
     """results/<host>-<UTC time>-all/: the per-GPU run directories of one --device all."""
-    return Path("results") / f"{slug(host or socket.gethostname())}-{now or utc_stamp()}-all"
+    from gpuroof.output import results_root
+
+    return results_root() / f"{slug(host or socket.gethostname())}-{now or utc_stamp()}-all"
 
 
 def plan(argv: Sequence[str], count: int, env: Mapping[str, str] | None = None,

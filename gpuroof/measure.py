@@ -39,7 +39,9 @@ def versions() -> dict:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return out
+    from gpuroof.environment import environment
+
+    return {**out, **environment()}  # git commit of the working directory, NVIDIA driver and CUDA toolkit
 
 
 def host_info() -> dict:

@@ -299,4 +299,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     print(f"merged {len(m.runs)} run(s): {counts.get('ceiling', 0)} ceiling rows, "
           f"{counts.get('workload', 0)} workload rows -> {args.out}"
           + (f"; skipped {len(m.skipped)}" if m.skipped else ""))
+    if getattr(args, "json", False):
+        from gpuroof.output import emit_json
+
+        emit_json({"out": str(args.out), "runs": len(m.runs), "rows": {str(k): int(v) for k, v in counts.items()},
+                   "skipped": [{"path": str(s.path), "reason": s.reason} for s in m.skipped]})
     return 0

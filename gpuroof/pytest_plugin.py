@@ -276,7 +276,11 @@ def load_or_measure(settings: Settings, backend: Any, say: Callable[[str], None]
         measured = False
         if why:
             say(f"gpuroof: measuring the roofline of {info.get('name')} ({why})")
-            out = settings.cache_dir / "runs" / slug(str(info.get("name"))) / utc_stamp()
+            # $GPUROOF_RESULTS, when set, is where every gpuroof run goes (CLI, API, plugin); else the cache keeps it
+            from gpuroof.output import RESULTS_ENV, results_root
+
+            runs = results_root() if os.environ.get(RESULTS_ENV) else settings.cache_dir / "runs"
+            out = runs / slug(str(info.get("name"))) / utc_stamp()
             n = 1
             while out.exists():
                 out = out.with_name(f"{utc_stamp()}-{n}")

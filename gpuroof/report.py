@@ -37,14 +37,15 @@ th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: le
 th { background: #f5f5f5; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num { white-space: nowrap; }
 table.kv th { width: 14em; background: none; font-weight: 500; color: var(--muted); }
-.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 12em; }
-.card b { display: block; font-size: 1.25em; } .card span { color: var(--muted); font-size: 0.85em; }
 ul.warnings { list-style: none; padding: 0; margin: 8px 0; }
 ul.warnings li { padding: 6px 10px; margin: 4px 0; border-left: 4px solid var(--warn); background: var(--warnbg); }
 ul.warnings li.bad { border-color: var(--bad); background: var(--badbg); }
 ul.warnings li.info { border-color: #5b7fa6; background: #eef3f9; }
 p.ok { padding: 6px 10px; background: var(--okbg); border-left: 4px solid #2e7d32; }
+p.verdict { padding: 8px 12px; border-left: 4px solid #2e7d32; background: var(--okbg); font-size: 1.05em; }
+p.verdict.warn { border-color: var(--warn); background: var(--warnbg); }
+p.verdict.bad { border-color: var(--bad); background: var(--badbg); }
+ol li { margin: 3px 0; }
 figure { margin: 14px 0 26px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: var(--muted); font-size: 0.88em; max-width: 60em; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.88em; }
@@ -281,6 +282,61 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
     return out
 
 
+def trust(meta: dict, warnings: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """('yes' | 'with caveats' | 'no', reasons): can this run's numbers be compared with another's?
+
+    run.json's optional `quality` object ({"ok": bool, "reasons": [...]}: load, governor, clock)
+    speaks first; then what the report's own checks found (failed checks, throttling, a poor fit)."""
+    q = meta.get("quality") if isinstance(meta.get("quality"), dict) else {}
+    reasons = [str(r) for r in q.get("reasons") or []]
+    bad = [t for sev, t in warnings if sev == "bad"]
+    warn = [t for sev, t in warnings if sev == "warn"]
+    if bad or q.get("ok") is False:
+        return "no", reasons + bad + warn
+    if warn or reasons:
+        return "with caveats", reasons + warn
+    return "yes", []
+
+
+def verdict_html(meta: dict, warnings: list[tuple[str, str]], work: pd.DataFrame | None) -> str:
+    """The first screen: is the run trustworthy, how close is each ceiling to theoretical, and which
+    workloads lose the most time and what the roofline says to do about it."""
+    from gpuroof.plots import lost_time
+    from gpuroof.plots.roofline import unit_name
+
+    answer, reasons = trust(meta, warnings)
+    fit = _num((meta.get("fit") or {}).get("median_abs_deviation"))
+    cls = {"yes": "ok", "with caveats": "warn", "no": "bad"}[answer]
+    out = [f'<p class="verdict {cls}"><b>Trustworthy: {esc(answer)}.</b> ']
+    out.append(esc(f"The sweep follows min(P, B·I) within {fit:.1%} (median)." if fit is not None else ""))
+    if reasons:
+        out.append(" " + esc(f"{len(reasons)} thing(s) to know first: {reasons[0]}")
+                   + (' <a href="#warnings">all warnings</a>' if len(reasons) > 1 else ""))
+    out.append("</p>")
+    theo, ratios = meta.get("theoretical") or {}, meta.get("ratios") or {}
+    rows = []
+    for kind, unit in (("compute", "FLOP/s"), ("bandwidth", "B/s")):
+        for name, v in (meta["ceilings"].get(kind) or {}).items():
+            r = _num((ratios.get(kind) or {}).get(name))
+            label = unit_name(name) if kind == "compute" else f"{name.upper()} bandwidth"
+            rows.append([label, si(_num(v), unit), si(_num((theo.get(kind) or {}).get(name)), unit),
+                         Markup(f'<span class="above">{r:.0%}</span>') if r and r > 1 else (f"{r:.0%}" if r else
+                                                                                            "unknown")])
+    out.append(table(["ceiling", "measured", "theoretical", "measured / theoretical"], rows, numeric=(1, 2, 3),
+                     cls="verdict"))
+    if work is not None:
+        lt = lost_time(work, meta)
+        lt = lt[lt["lost_s"] > 0].head(3)
+        if len(lt):
+            out.append("<p><b>Where the time goes</b> (measured minus what the roofline predicts, per call):</p><ol>")
+            out += [f"<li><b>{esc(r.label)}</b> (#{r.ref}) loses {esc(fmt_time(r.lost_s))} of "
+                    f"{esc(fmt_time(r.time_s))}: {esc(r.advice)}.</li>" for r in lt.itertuples()]
+            out.append("</ol>")
+        else:
+            out.append('<p class="ok">Every workload runs at its roofline prediction: no time lost to find.</p>')
+    return "".join(out)
+
+
 def workloads_table(work: pd.DataFrame) -> str:
     rows = []
     for i, r in enumerate(work.to_dict("records"), start=1):  # i: the number the roofline uses for it
@@ -330,13 +386,9 @@ def render_html(run: Run) -> str:
     name = dev.get("name", "?")
     warnings = collect_warnings(run, pts, work, tel)
 
-    cards = []
-    for lvl, v in (meta["ceilings"].get("bandwidth") or {}).items():
-        cards.append((si(_num(v), "B/s"), f"{lvl} bandwidth"))
-    for unit, v in (meta["ceilings"].get("compute") or {}).items():
-        ridge = (meta.get("ridge_points") or {}).get(unit)
-        cards.append((si(_num(v), "FLOP/s"), f"{unit}" + (f" · ridge {fmt_num(ridge)} FLOP/B" if ridge else "")))
     clocks = meta.get("median_clocks") or {}
+    cpu = meta.get("backend") == "cpu"
+    core = "core" if cpu else "SM"  # the device's own word for where the FMAs run
 
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -346,8 +398,7 @@ def render_html(run: Run) -> str:
         f"<h1>Roofline of {esc(name)}</h1>",
         f'<p class="sub">backend {esc(meta.get("backend"))} · run {esc(meta.get("created_utc", "?"))} · '
         f'status {esc(meta.get("status"))} · <code>{esc(run.path)}</code></p>',
-        '<div class="cards">' + "".join(f"<div class='card'><b>{esc(v)}</b><span>{esc(k)}</span></div>"
-                                        for v, k in cards) + "</div>",
+        "<h2 id='verdict'>Verdict</h2>", verdict_html(meta, warnings, work),
         "<h2 id='warnings'>Warnings</h2>",
     ]
     if warnings:
@@ -361,9 +412,10 @@ def render_html(run: Run) -> str:
     parts.append(ceilings_table(meta))
     fit = meta.get("fit") or {}
     parts.append(kv_table([
-        ("median clocks during points", f"SM/core {fmt_num(clocks.get('sm_clock_mhz'), 5)} MHz, memory "
-                                        f"{fmt_num(clocks.get('mem_clock_mhz'), 5)} MHz"),
-        ("max clocks", ", ".join(f"{k} {fmt_num(v, 5)} MHz" for k, v in (meta.get("max_clocks_mhz") or {}).items())),
+        ("median clocks during points", f"{core} {fmt_num(clocks.get('sm_clock_mhz'), 5)} MHz"
+         + (f", memory {fmt_num(clocks.get('mem_clock_mhz'), 5)} MHz" if _num(clocks.get("mem_clock_mhz")) else "")),
+        ("max clocks", ", ".join(f"{ {'sm': core, 'mem': 'memory'}.get(k, k)} {fmt_num(v, 5)} MHz"
+                                 for k, v in (meta.get("max_clocks_mhz") or {}).items() if _num(v))),
         ("clock implied by the best FMA rate",
          f"{meta['implied_clock_mhz']:.0f} MHz" if _num(meta.get("implied_clock_mhz")) else None),
         ("median power, temperature", f"{fmt_num(clocks.get('power_w'))} W, {fmt_num(clocks.get('temperature_c'))} °C"
@@ -465,5 +517,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_out_file(args.out)
     path = write_report(args.run_dir, args.out)
     print(path)
+    if getattr(args, "json", False):
+        from gpuroof.output import emit_json
+
+        emit_json({"run_dir": str(Path(args.run_dir)), "report": str(path)})
     return 0
 

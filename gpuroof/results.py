@@ -301,8 +301,10 @@ def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
 
 
 def make_run_dir(out: str | Path | None, device_name: str) -> Path:
-    """`out` itself when given, else results/<device-slug>/<UTC timestamp>/; refused if unwritable."""
-    path = Path(out) if out else Path("results") / slug(device_name) / utc_stamp()
+    """`out` itself when given, else <results>/<device-slug>/<UTC timestamp>/; refused if unwritable."""
+    from gpuroof.output import results_root
+
+    path = Path(out) if out else results_root() / slug(device_name) / utc_stamp()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

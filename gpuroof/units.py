@@ -21,12 +21,12 @@ def parse_bytes(text: str) -> int:
 
 def text_table(rows: list) -> list[str]:
     """Rows of cells (the first row is the header) as left-aligned lines, a dashed rule under the
-    header."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+    header (tabulate's "simple" format; cells are printed as given, never re-parsed as numbers)."""
+    from tabulate import tabulate
+
+    text = tabulate([[str(c) for c in r] for r in rows[1:]], headers=[str(c) for c in rows[0]], tablefmt="simple",
+                    disable_numparse=True, stralign="left")
+    return [line.rstrip() for line in text.splitlines()]
 
 
 def si(value: float | None, unit: str, digits: int = 4) -> str:

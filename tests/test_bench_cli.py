@@ -86,6 +86,7 @@ def test_cpu_bench_small_validates_and_places_every_workload_into_the_measure_ru
 
 def test_bench_with_ceilings_makes_a_new_complete_run(cpu_run, main, capsys, tmp_path):
     out_dir = tmp_path / "new"
+    out_dir.mkdir()  # --out names an existing directory: one that does not exist is refused
     rc = main(["bench", "--backend", "cpu", "--ceilings", str(cpu_run.run_dir), "--out", str(out_dir),
                *TINY_GEMM, "--json"])
     assert rc == 0
@@ -153,6 +154,7 @@ def test_ceilings_from_another_device_are_refused_unless_forced(cpu_run, main, c
     (other / "run.json").write_text(json.dumps(meta))
     _bad(main, ["bench", "--backend", "cpu", "--ceilings", str(other), *TINY_GEMM,
                 "--out", str(tmp_path / "o1")], capsys, "use --force")
+    (tmp_path / "o2").mkdir()
     assert main(["bench", "--backend", "cpu", "--ceilings", str(other), "--force", *TINY_GEMM,
                  "--out", str(tmp_path / "o2")]) == 0
 

@@ -199,6 +199,7 @@ def test_decision_rules_on_clear_samples():
 def test_check_runs_the_baseline_cases_now(tmp_path, cpu_run, capsys):
     """No --current: the baseline's cases (a real bench run) are rebuilt and timed again on this CPU."""
     base = tmp_path / "bench"
+    base.mkdir()  # bench --out names an existing directory
     rc = main(["bench", "--backend", "cpu", "--workload", "gemm", "--shape", "m=64,n=256,k=256",
                "--ceilings", str(cpu_run.run_dir), "--out", str(base)])
     capsys.readouterr()

@@ -30,6 +30,7 @@ def benched(tmp_path_factory, cpu_run, second_run):
     """The same GEMM case benched (for real) against each run's ceilings: two runs with workloads."""
     root = tmp_path_factory.mktemp("benched")
     for name, src in (("a", cpu_run.run_dir), ("b", second_run)):
+        (root / name).mkdir()  # bench --out names an existing directory
         rc = main(["bench", "--backend", "cpu", "--workload", "gemm", "--shape", "m=64,n=256,k=256",
                    "--ceilings", str(src), "--out", str(root / name)])
         assert rc == 0

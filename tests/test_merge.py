@@ -20,6 +20,7 @@ def shared(tmp_path_factory, cpu_run):
     root = tmp_path_factory.mktemp("shared")
     node1 = root / "job7" / "node1-task0"
     shutil.copytree(cpu_run.run_dir, node1)
+    (root / "job7" / "node2-task1").mkdir()  # bench --out names an existing directory
     rc = main(["bench", "--backend", "cpu", "--workload", "gemm", "--shape", "m=64,n=256,k=256",
                "--ceilings", str(node1), "--out", str(root / "job7" / "node2-task1")])
     assert rc == 0

@@ -198,8 +198,6 @@ def test_roofline_roofs_start_at_their_exact_ridge(syn_drawn):
         (x0, x1), (y0, y1) = dram.get_xdata(), dram.get_ydata()
         assert y0 / x0 == pytest.approx(SYN_BW["dram"]) and y1 / x1 == pytest.approx(SYN_BW["dram"])
     assert lines["roof:measured:compute:float32"].get_linestyle() == "-"
-    theo = lines["roof:theoretical:compute:float32"]
-    assert theo.get_linestyle() == "--" and theo.get_alpha() < 1
     assert "roof:theoretical:bandwidth:l2" not in lines  # null theoretical values are not drawn
 
 
@@ -212,13 +210,108 @@ def test_roofline_with_dram_only_starts_compute_roof_at_peak_over_bandwidth():
     assert bw.x == (0.01, 50.0) and bw.y == (0.01 * 10e9, 500e9)
 
 
+def _kernel_offsets(ax) -> np.ndarray:
+    return np.vstack([c.get_offsets() for c in ax.collections if (c.get_gid() or "").startswith("kernels:")])
+
+
 def test_roofline_draws_every_workload_point(syn_drawn, syn_run):
     ax = syn_drawn["roofline"].fig.axes[0]
-    (kernels,) = [c for c in ax.collections if c.get_gid() == "kernels"]
     w = pd.read_csv(syn_run / "workloads.csv")
-    got = sorted(map(tuple, np.round(np.log10(kernels.get_offsets()), 9)))
+    got = sorted(map(tuple, np.round(np.log10(_kernel_offsets(ax)), 9)))
     want = sorted(zip(np.round(np.log10(w["intensity"]), 9), np.round(np.log10(w["achieved_flops"]), 9)))
     assert got == want
+
+
+def test_roofline_colours_points_by_the_roof_that_bounds_them(syn_drawn, syn_run):
+    from matplotlib.colors import to_hex
+
+    ax = syn_drawn["roofline"].fig.axes[0]
+    w = pd.read_csv(syn_run / "workloads.csv")
+    for name, sel in w.groupby("name", sort=False):
+        (coll,) = [c for c in ax.collections if c.get_gid() == f"kernels:{name}"]
+        got = [to_hex(c) for c in coll.get_facecolors()]
+        want = [plots.level_colour("dram") if b == "memory" else plots.unit_colour(u)
+                for b, u in zip(sel["bound"], sel["unit"])]
+        assert got == want, name
+    # vector and matrix units are told apart by colour; memory levels by shade, DRAM darkest
+    assert plots.unit_colour("float16") != plots.unit_colour("float16-matrix")
+    assert plots.unit_colour("float32") != plots.unit_colour("float32-matrix")
+    lum = {lv: sum(int(plots.level_colour(lv)[i:i + 2], 16) for i in (1, 3, 5)) for lv in ("dram", "l3", "l2", "l1")}
+    assert lum["dram"] < lum["l3"] < lum["l2"] < lum["l1"]
+
+
+def test_roofline_labels_each_roof_once_on_the_plot_not_in_a_legend(syn_drawn):
+    d = syn_drawn["roofline"]
+    roof_labels = [a.get_text() for a in d.labels if a.get_gid().startswith("label:roof:")]
+    assert sorted(a.get_gid() for a in d.labels if a.get_gid().startswith("label:roof:")) == sorted(
+        f"label:roof:{n}" for n in [*SYN_BW, *SYN_COMPUTE])
+    assert "float32 vector 55 TFLOP/s · 82% of theoretical" in roof_labels
+    assert "float16 matrix 600 TFLOP/s · 61% of theoretical" in roof_labels
+    assert "DRAM 3 TB/s · 90% of theoretical" in roof_labels
+    legend = " ".join(t.get_text() for t in d.fig.legends[0].get_texts())
+    assert "TFLOP/s" not in legend and "TB/s" not in legend  # no roof is named twice
+    assert "bound by DRAM" in legend and "bound by float16 matrix" in legend
+
+
+def test_roofline_draws_theoretical_roofs_only_where_they_add_information(syn_drawn):
+    lines = _lines(syn_drawn["roofline"].fig.axes[0])
+    theo = {g.split(":")[-1] for g in lines if g.startswith("roof:theoretical:")}
+    shown = {u for u, p in SYN_COMPUTE.items() if p / SYN_THEO["compute"][u] < plots.roofline.THEORETICAL_SHOWN}
+    assert theo == shown == {"float16-matrix"}  # 61% of theoretical; the others reach 82-90%
+    assert lines["roof:theoretical:compute:float16-matrix"].get_linestyle() == "--"
+
+
+def text_boxes(fig) -> list:
+    """Every visible text of a figure, as the renderer lays it out (titles, ticks, labels, legends)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    hidden = set()  # tick labels of ticks outside the view limits exist but are not drawn
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - abs(hi - lo) * 1e-9 <= tick.get_loc() <= hi + abs(hi - lo) * 1e-9:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    out = []
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and t.get_figure() is not None and id(t) not in hidden:
+            out.append((t, Text.get_window_extent(t, r)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["roofline", "losttime", "sweep", "telemetry", "hierarchy"])
+def test_figure_texts_inside_the_figure_and_labels_apart(name, syn_drawn):
+    """No text clipped by the figure's edge; no two texts of the plot area (roof and point labels) overlap."""
+    assert_texts_clear(syn_drawn[name].fig)
+
+
+COMMITTED = sorted(f.parent for f in (Path(__file__).resolve().parent.parent / "results").glob("*/*/workloads.csv")
+                   if (f.parent / "run.json").exists())
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed run with workloads under results/")
+def test_committed_run_figures_have_clear_text():
+    """The README's figures, redrawn from the committed run: a dense real case (dozens of workloads)."""
+    drawn, _ = plots.draw_figures(COMMITTED[-1], "all")
+    assert {"roofline", "losttime"} <= set(drawn)
+    for d in drawn.values():
+        assert_texts_clear(d.fig)
+
+
+def assert_texts_clear(fig) -> None:
+    boxes = text_boxes(fig)
+    assert boxes
+    for t, b in boxes:
+        assert fig.bbox.x0 - 1 <= b.x0 and b.x1 <= fig.bbox.x1 + 1 and fig.bbox.y0 - 1 <= b.y0 and \
+            b.y1 <= fig.bbox.y1 + 1, f"{t.get_text()!r} is clipped"
+    ax = fig.axes[0]
+    inner = [(t, b) for t, b in boxes if t.axes is ax and t not in ax.get_xticklabels() + ax.get_yticklabels()
+             and t is not ax.title and t is not ax.xaxis.label and t is not ax.yaxis.label]
+    for i, (ta, a) in enumerate(inner):
+        for tb, b in inner[i + 1:]:
+            assert not a.overlaps(b), f"{ta.get_text()!r} overlaps {tb.get_text()!r}"
 
 
 def test_roofline_labels_inside_the_axes_and_apart(syn_drawn):
@@ -229,63 +322,70 @@ def test_roofline_labels_inside_the_axes_and_apart(syn_drawn):
     ax_bb = fig.axes[0].get_window_extent(r)
     boxes = [plots.label_box(a, r) for a in d.labels]
     kinds = {a.get_gid().split(":")[1] for a in d.labels}
-    assert {"roof", "ridge", "kernel"} <= kinds
+    assert {"roof", "kernel"} <= kinds
     assert sum(a.get_gid().startswith("label:kernel:") for a in d.labels) == 6
     for b in boxes:
         assert ax_bb.x0 <= b.x0 and b.x1 <= ax_bb.x1 and ax_bb.y0 <= b.y0 and b.y1 <= ax_bb.y1
-        assert fig.bbox.contains(b.x0, b.y0) and fig.bbox.contains(b.x1, b.y1)
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), "two labels overlap"
 
 
-def test_roofline_numbers_many_workloads_and_keys_them_under_the_plot(tmp_path):
+def test_roofline_with_many_workloads_labels_those_that_lose_most_time(tmp_path):
     run = make_synthetic_run(tmp_path / "run", hierarchy=False, telemetry=False)
     w = synthetic_workloads()
-    many = pd.concat([w.assign(case=w["case"] + f" r{i}", achieved_flops=w["achieved_flops"] * (0.9 ** i))
-                      for i in range(3)], ignore_index=True)  # 18 cases
+    many = pd.concat([w.assign(case=w["case"] + f" r{i}", time_s=w["time_s"] * (1.5 ** i),
+                               achieved_flops=w["achieved_flops"] / (1.5 ** i)) for i in range(3)],
+                     ignore_index=True)  # 18 cases
     many.to_csv(run / "workloads.csv", index=False)
     d = plots.roofline_figure(run)
     fig = d.fig
     r = fig.canvas.get_renderer()
     fig.canvas.draw()
-    kernel_labels = [a for a in d.labels if a.get_gid().startswith("label:kernel:")]
-    assert sorted(int(a.get_text()) for a in kernel_labels) == list(range(1, 19))
-    key = "\n".join(t.get_text() for t in fig.axes[0].texts if (t.get_gid() or "").startswith("key:"))
-    assert "1  mlp b=16 r0" in key and "18  gemm r2" in key
+    texts = {a.get_text() for a in d.labels if a.get_gid().startswith("label:kernel:")}
+    assert 0 < len(texts) <= plots.MAX_TEXT_LABELS
+    lost = (many["time_s"] - many["predicted_time_s"]).where(many["valid"])
+    worst = int(lost.idxmax())
+    assert any(t.startswith(f"{worst + 1} ") for t in texts)  # the point that loses the most time keeps its label
+    assert all(len(t) <= plots.roofline.LABEL_CHARS for t in texts)  # short: the number leads to the table
     boxes = [plots.label_box(a, r) for a in d.labels]
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b)
-    keys = [t.get_window_extent(r) for t in fig.axes[0].texts if (t.get_gid() or "").startswith("key:")]
-    for i, a in enumerate(keys):  # the key's columns stand side by side, inside the figure
-        assert fig.bbox.x0 <= a.x0 and a.x1 <= fig.bbox.x1
-        for b in keys[i + 1:]:
-            assert not a.overlaps(b)
-    assert "numbered as in the key" in d.caption
+    assert "the workloads table lists every one" in d.caption
 
 
-def test_roofline_legend_is_outside_the_plot_area(syn_drawn):
-    fig = syn_drawn["roofline"].fig
-    ax = fig.axes[0]
-    r = fig.canvas.get_renderer()
-    leg = ax.get_legend().get_window_extent(r)
-    assert leg.x0 >= ax.get_window_extent(r).x1
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "measured roofs (solid)" in texts and "theoretical roofs (dashed)" in texts
-    assert "DRAM: 3 TB/s" in texts and "float32: 55 TFLOP/s, ridge 18.3" in texts
+def test_losttime_ranks_workloads_by_measured_minus_predicted(syn_drawn, syn_run):
+    d = syn_drawn["losttime"]
+    ax = d.fig.axes[0]
+    w = pd.read_csv(syn_run / "workloads.csv")
+    ok = w[w["valid"]]
+    lost = (ok["time_s"] - ok["predicted_time_s"]).clip(lower=0)
+    order = [plots.short_labels(w["name"], w["case"])[i] for i in lost.sort_values(ascending=False, kind="stable").index]
+    ticks = [t.get_text().split("  ", 1)[1] for t in ax.get_yticklabels()]
+    assert ticks == order
+    lost_bars = [p for p in ax.patches if p.get_gid() == "lost"] or ax.containers[1].patches
+    assert [p.get_width() for p in lost_bars] == pytest.approx(sorted(lost / 1e-3, reverse=True))  # ms
+
+
+def test_lost_time_advice_names_the_roofline_reason():
+    meta = {"backend": "cuda", "ceilings": {"compute": {"float32": 1.0, "float32-matrix": 2.0}}}
+    assert "raise its intensity" in plots.advice({"bound": "memory", "level": "dram", "efficiency": 0.4}, meta)
+    vec = plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.3}, meta)
+    assert "matrix unit" in vec and "occupancy" in vec
+    cpu = plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.3}, {**meta, "backend": "cpu"})
+    assert "vectorize" in cpu and "occupancy" not in cpu
 
 
 def test_sweep_roofline_leaves_zero_intensity_out_and_says_so(tmp_path):
     run = make_synthetic_run(tmp_path / "r", workloads=False)
     d = plots.roofline_figure(run)
     ax = d.fig.axes[0]
-    (kernels,) = [c for c in ax.collections if c.get_gid() == "kernels"]
     pts = pd.read_csv(run / "points.csv").drop_duplicates(["dtype", "variant", "fmas_per_element"])
     gemm = pd.read_csv(run / "matrix.csv").drop_duplicates(["unit", "n"])
-    assert len(kernels.get_offsets()) == int((pts["intensity_flop_per_byte"] > 0).sum()) + len(gemm)
+    assert len(_kernel_offsets(ax)) == int((pts["intensity_flop_per_byte"] > 0).sum()) + len(gemm)
     assert "intensity 0" in d.caption
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = [t.get_text() for t in d.fig.legends[0].get_texts()]
     assert "GEMM sweep (matrix unit)" in legend and "sweep, read-write" in legend
 
 
@@ -338,7 +438,7 @@ def test_hierarchy_marks_cache_sizes(syn_drawn):
 def test_all_skips_missing_optional_figures(tmp_path):
     run = make_synthetic_run(tmp_path / "r", hierarchy=False)
     drawn, skipped = plots.draw_figures(run, "all")
-    assert set(drawn) == {"roofline", "sweep", "telemetry"} and "hierarchy.csv" in skipped["hierarchy"]
+    assert set(drawn) == {"roofline", "losttime", "sweep", "telemetry"} and "hierarchy.csv" in skipped["hierarchy"]
     with pytest.raises(UsageError, match="hierarchy.csv"):
         plots.draw_figures(run, "hierarchy")
 
@@ -463,3 +563,10 @@ def test_datacenter_experiment_builds_six_production_cases(monkeypatch):
     intensity = {s.tag: c.intensity for s, c in cases}
     assert intensity["MLP1"] < intensity["MLP0"] and intensity["LSTM1"] < intensity["LSTM0"]
     assert all(c.dtype == "float32" for _, c in cases)
+
+
+def test_lost_time_advice_near_the_roof_asks_for_a_higher_roof():
+    meta = {"backend": "cuda", "ceilings": {"compute": {"float32": 1.0, "float32-matrix": 2.0}}}
+    assert "matrix unit" in plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.93}, meta)
+    assert "occupancy" not in plots.advice({"bound": "compute", "roof_unit": "float32", "efficiency": 0.93}, meta)
+    assert "fewer bytes" in plots.advice({"bound": "memory", "level": "dram", "efficiency": 0.95}, meta)

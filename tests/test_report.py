@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_report_is_one_self_contained_file_without_script(syn_report):
                 assert value.startswith("data:") or value.startswith("#"), (tag, key, value[:60])
     assert "http://" not in html and "https://" not in html and "@import" not in html
     imgs = page.all("img")
-    assert len(imgs) == 4  # roofline, sweep, telemetry, hierarchy
+    assert len(imgs) == 5  # roofline, lost time, sweep, telemetry, hierarchy
     for img in imgs:
         assert img["src"].startswith("data:image/png;base64,")
         png = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
@@ -186,9 +187,44 @@ def test_report_and_figures_of_a_bench_only_run(tmp_path):
     from gpuroof import plots
 
     drawn, skipped = plots.draw_figures(run, "all")
-    assert list(drawn) == ["roofline"] and "points.csv" in skipped["sweep"]
+    assert list(drawn) == ["roofline", "losttime"] and "points.csv" in skipped["sweep"]
     html = report.write_report(run).read_text()
     assert "holds workloads only" in html and "results/synthetic/20260101T000000Z" in html
-    assert html.count("<img ") == 1
+    assert html.count("<img ") == 2  # roofline and lost time
     with pytest.raises(UsageError, match="points.csv"):
         plots.draw_figures(run, "sweep")
+
+
+def test_report_opens_with_a_verdict_ceilings_and_the_time_lost(syn_report):
+    _, html = syn_report
+    head = html[html.index("<h2 id='verdict'>"):html.index("<h2 id='warnings'>")]
+    # the synthetic run has an invalid point and an invalid workload: not trustworthy, and it says why
+    assert "Trustworthy: no." in head and "failed the output check" in head
+    assert "float16 matrix" in head and "61%" in head and "DRAM bandwidth" in head and "90%" in head
+    items = re.findall(r"<li><b>(.*?)</b>.*?: (.*?)\.</li>", head)
+    assert [name for name, _ in items] == ["conv2d", "gemm", "mlp b=512"]  # most time lost first
+    assert all("compute-bound" in why or "memory-bound" in why for _, why in items)
+    assert "occupancy" in items[0][1]  # a GPU run speaks of occupancy, a CPU run of cores
+
+
+def test_report_verdict_reads_the_run_quality_object(tmp_path):
+    run = make_synthetic_run(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta["validation"]["invalid"] = 0
+    meta["quality"] = {"ok": False, "reasons": ["load average 3.1 on 2 cores during the sweep"]}
+    (run / "run.json").write_text(json.dumps(meta))
+    answer, reasons = report.trust(meta, [])
+    assert answer == "no" and reasons[0].startswith("load average")
+    assert report.trust({**meta, "quality": {"ok": True, "reasons": []}}, [])[0] == "yes"
+    assert report.trust({**meta, "quality": {"ok": True, "reasons": []}}, [("warn", "throttled")])[0] == "with caveats"
+    html = report.write_report(run).read_text()
+    assert "load average 3.1 on 2 cores" in html[:html.index("<h2 id='warnings'>")]
+
+
+def test_report_speaks_of_cores_on_a_cpu(tmp_path):
+    run = make_synthetic_run(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(backend="cpu", max_clocks_mhz={"sm": 3000.0, "mem": None})
+    (run / "run.json").write_text(json.dumps(meta))
+    text = re.sub(r"<[^>]+>", " ", report.write_report(run).read_text())
+    assert "SM" not in text.split() and "sm" not in text.split() and "core 3000 MHz" in text

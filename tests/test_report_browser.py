@@ -219,11 +219,11 @@ def test_report_renders_in_headless_chromium(kind, browser, tmp_path, tmp_path_f
         shutil.copy(shot, Path(keep) / shot.name)
     assert got["errors"] == [], got["errors"]
     assert got["scripts"] == 0
-    expected = 3 + (run / "hierarchy.csv").exists()  # roofline, sweep, telemetry (+ hierarchy)
+    expected = 3 + (run / "hierarchy.csv").exists() + (run / "workloads.csv").exists()  # (+ hierarchy, lost time)
     assert len(got["images"]) == expected
     for img in got["images"]:
         assert img["complete"] and img["w"] > 300 and img["h"] > 200 and img["shown"] > 300, img
-    assert got["h2"][:3] == ["Warnings", "Ceilings: measured against theoretical", "Figures"]
+    assert got["h2"][:4] == ["Verdict", "Warnings", "Ceilings: measured against theoretical", "Figures"]
     assert "Command and versions" in got["h2"]
     assert got["width"] <= 1300  # nothing forces a horizontal scroll at 1280 px
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
@@ -240,3 +240,103 @@ def test_the_browser_check_sees_a_broken_image_and_a_script_error(browser, tmp_p
     assert any("boom" in e for e in got["errors"]) and any("undefined_function" in e for e in got["errors"])
     assert any("ERR_FILE_NOT_FOUND" in e for e in got["errors"])  # the missing file
     assert [img["w"] for img in got["images"]] == [0, 0]
+
+
+#: Text laid out by the browser, measured from its own line boxes: what sticks out of the page or out
+#: of a box that hides overflow (clipped), and which lines of two different text nodes cover each other.
+MEASURE_TEXT = """
+(() => {
+  const W = document.documentElement.clientWidth, out = {clipped: [], overlaps: [], lines: 0};
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const rects = [];
+  for (let n = walker.nextNode(), i = 0; n; n = walker.nextNode(), i++) {
+    if (!n.textContent.trim()) continue;
+    const el = n.parentElement;
+    if (el.closest('details:not([open])') || getComputedStyle(el).visibility === 'hidden') continue;
+    const scroller = el.closest('.scroll, pre');  // scrolls on purpose: reachable, not clipped
+    const r = document.createRange(); r.selectNodeContents(n);
+    for (const b of r.getClientRects()) {
+      if (b.width < 1 || b.height < 1) continue;
+      rects.push({i, b, t: n.textContent.trim().slice(0, 40)});
+      if (!scroller && (b.right > W + 0.5 || b.left < -0.5)) out.clipped.push(n.textContent.trim().slice(0, 60));
+    }
+    for (let a = el; a && a !== document.body; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (/(hidden|clip)/.test(s.overflowX + s.overflowY) && (a.scrollWidth > a.clientWidth + 1 ||
+          a.scrollHeight > a.clientHeight + 1)) { out.clipped.push(n.textContent.trim().slice(0, 60)); break; }
+    }
+  }
+  out.lines = rects.length;
+  for (let x = 0; x < rects.length; x++) for (let y = x + 1; y < rects.length; y++) {
+    const p = rects[x], q = rects[y];
+    if (p.i === q.i) continue;
+    const w = Math.min(p.b.right, q.b.right) - Math.max(p.b.left, q.b.left);
+    const h = Math.min(p.b.bottom, q.b.bottom) - Math.max(p.b.top, q.b.top);
+    if (w > 1 && h > 2) out.overlaps.push([p.t, q.t]);
+  }
+  out.images = Array.from(document.images).map(i => {  // scaled to fit, never cropped or stretched
+    const b = i.getBoundingClientRect();
+    return {alt: i.alt, inside: b.left >= -0.5 && b.right <= W + 0.5, width: b.width,
+            ratio: Math.abs(b.width / b.height - i.naturalWidth / i.naturalHeight) / (i.naturalWidth / i.naturalHeight)};
+  });
+  out.scrollWidth = document.documentElement.scrollWidth;
+  out.width = W;
+  out.verdictTop = document.getElementById('verdict').getBoundingClientRect().top;
+  return out;
+})()
+"""
+
+
+def measure_at_width(b: Chromium, page: Path, width: int, screenshot: Path) -> dict:
+    """Load `page` in a window `width` CSS px wide; measure its text; save a full-page screenshot."""
+    b.open_page()
+    b.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
+                                                   "mobile": False})
+    b.send("Page.navigate", {"url": page.resolve().as_uri()})
+    b.wait_event("Page.loadEventFired")
+    got = b.send("Runtime.evaluate", {"returnByValue": True, "expression": MEASURE_TEXT})["result"]["value"]
+    size = b.send("Page.getLayoutMetrics").get("cssContentSize")
+    shot = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                             "clip": {"x": 0, "y": 0, "width": size["width"],
+                                                      "height": size["height"], "scale": 1}})
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    return got
+
+
+@needs_browser
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_text_is_neither_clipped_nor_overlapping(width, browser, tmp_path):
+    """At 1,400 and 800 CSS px: no text runs off the page or out of a box that hides overflow, no two
+    lines of text cover each other, the page never scrolls sideways, and the verdict comes first."""
+    run = make_synthetic_run(tmp_path / "run")
+    page = write_report(run, tmp_path / "report.html")
+    shot = tmp_path / f"report-{width}.png"
+    got = measure_at_width(browser, page, width, shot)
+    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    assert got["lines"] > 100  # the measurement saw the page's text
+    assert got["clipped"] == [], got["clipped"][:5]
+    assert got["overlaps"] == [], got["overlaps"][:5]
+    assert got["scrollWidth"] <= width
+    assert got["verdictTop"] < 200  # the verdict is on the first screen
+    assert len(got["images"]) == 5  # roofline, lost time, sweep, telemetry, hierarchy
+    for img in got["images"]:  # every figure whole: inside the page, its aspect ratio kept
+        assert img["inside"] and img["ratio"] < 0.01 and img["width"] > 0.6 * min(width, 1200) - 60, img
+
+
+@needs_browser
+def test_the_text_measurement_sees_clipped_and_overlapping_text(browser, tmp_path):
+    """The measurement above would catch a broken layout: prove it on one."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>'
+                    '<h2 id="verdict">v</h2><div style="width:60px;overflow:hidden;white-space:nowrap">'
+                    'a sentence far too long for its box</div><p style="position:relative">first line here</p>'
+                    '<p style="position:relative;top:-34px">second line on top</p>'
+                    '<p style="white-space:nowrap">' + "wide " * 400 + "</p></body></html>")
+    got = measure_at_width(browser, page, 800, tmp_path / "bad.png")
+    assert any(c.startswith("a sentence far too long") for c in got["clipped"])
+    assert any(c.startswith("wide wide") for c in got["clipped"])
+    assert ["first line here", "second line on top"] in got["overlaps"]
+    assert got["scrollWidth"] > 800
