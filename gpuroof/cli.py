@@ -338,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        print(f"gpuroof: error: {e}", file=sys.stderr)
+        error = _one_line(f"gpuroof: error: {e}")
+        print(error, file=sys.stderr)
         if "--json" in argv:
             emit_json({"command": next((a for a in argv if not a.startswith("-")), None), "exit_code": 2,
-                       "error": f"gpuroof: error: {e}", "output": []})
+                       "error": error, "output": []})
         return 2
     as_json = bool(getattr(args, "json", False))
     with json_mode(as_json) as printed, results_dir(getattr(args, "results_dir", None)) as root:

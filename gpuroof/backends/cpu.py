@@ -247,7 +247,10 @@ class CpuBackend(Backend):
             raise UsageError(f"--buffer-size {nbytes} bytes: needs {need / 2**30:.1f} GiB (input and output), "
                              f"the machine has {self.free_memory_bytes() / 2**30:.1f} GiB available")
         x = aligned_empty(n, dtype)
-        x[:] = sweep_input(np.arange(n, dtype=np.int64))
+        # sweep_input repeats every 61 elements: fill from one tile, never an int64 index array of n.
+        tile = sweep_input(np.arange(61 << 16, dtype=np.int64)).astype(dtype)
+        for lo in range(0, n, tile.size):
+            x[lo:lo + tile.size] = tile[:n - lo]
         out = aligned_empty(n, dtype)
         partial = np.empty(self.threads * self._k.LANES, dtype=dtype)
         return SweepBuffers(dtype=dtype, x=x, out=out, partial=partial, elements=n, granule=granule)
