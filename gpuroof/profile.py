@@ -245,21 +245,49 @@ def _roots(span: Any, tops: list) -> list:
     return sorted([*span.cpu_children, *inside], key=_start)
 
 
+def _preorder(roots: list) -> tuple[list, list[int]]:
+    """Events in pre-order (time order among siblings) and, for each, the index just past its subtree."""
+    order: list = []
+    ends: list[int] = []
+
+    def visit(e: Any) -> None:
+        k = len(order)
+        order.append(e)
+        ends.append(0)
+        for c in sorted(e.cpu_children, key=_start):
+            visit(c)
+        ends[k] = len(order)
+
+    for r in roots:
+        visit(r)
+    return order, ends
+
+
+#: How many of the following ops a search for one op may not run past (see `match`).
+LOOKAHEAD = 8
+
+
 def match(ops: list[str], roots: list) -> list:
     """The profiler event of each recorded op, in order: a pre-order walk that takes the first event
     of the op's name and skips its subtree (the kernels it called), and walks into events that are
-    not the next op (composite ops such as aten::linear, whose parts the dispatcher recorded).
-    None for an op that is not found."""
+    not the op (composite ops such as aten::linear, whose parts the dispatcher recorded). An op the
+    profiler records no event for (aten::detach inside an RNN) gets None: its search gives up at the
+    first event named as one of the next ops, so it consumes nothing."""
+    order, ends = _preorder(roots)
     found: list = [None] * len(ops)
-    stack = list(reversed(roots))
-    i = 0
-    while stack and i < len(ops):
-        e = stack.pop()
-        if e.name == ops[i]:
-            found[i] = e
-            i += 1
-            continue
-        stack.extend(sorted(e.cpu_children, key=_start, reverse=True))
+    pos = 0
+    for i, op in enumerate(ops):
+        ahead = set(ops[i + 1:i + 1 + LOOKAHEAD]) - {op}
+        k = pos
+        while k < len(order):
+            name = order[k].name
+            if name == op:
+                found[i] = order[k]
+                pos = ends[k]
+                break
+            if name in ahead:
+                break
+            k += 1
     return found
 
 
@@ -306,8 +334,8 @@ class ProfileResult:
         t = self.totals
         lines = [f"{self.name} on {self.device['name']} ({self.device['type']}), "
                  f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
-                 f"  op time {_ms(t['time_s'])} of {_ms(t['profiled_time_s'])} profiled "
-                 f"({t['op_time_coverage']:.0%}); roofline-predicted {_ms(t['predicted_time_s'])}: "
+                 f"  op time {_ms(t['time_s'])} (median per op) of {_ms(t['profiled_time_s'])} profiled "
+                 f"({t['op_time_coverage']:.0%}), wall {_ms(t['wall_time_s'])}; roofline-predicted {_ms(t['predicted_time_s'])}: "
                  f"headroom {t['headroom']:.2f}x if every op ran at its roof",
                  f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
                  f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}"]
@@ -477,17 +505,18 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     spans = sorted((e for e in tops if e.name == SPAN), key=_start)
     names = [r.op for r in records]
     times = np.full((len(spans), len(records)), np.nan)
-    span_s = []
+    span_s, op_s = [], []
     for j, span in enumerate(spans):
         roots = _roots(span, tops)
         for i, e in enumerate(match(names, roots)):
             if e is not None:
                 times[j, i] = _event_time(e, gpu)
-        span_s.append(sum(_event_time(e, True) for e in roots) if gpu else span.cpu_time_total * 1e-6)
+        op_s.append(sum(_event_time(e, gpu) for e in roots))
+        span_s.append(span.cpu_time_total * 1e-6)
     table = _table(records, times, roof)
     label = name or type(model).__name__
-    totals = _totals(table, float(statistics.median(span_s)) if span_s else math.nan, counted, backward,
-                     len(spans), str(torch.__version__))
+    totals = _totals(table, op_s, span_s, np.nansum(times, axis=1).tolist(), counted, backward,
+                     str(torch.__version__))
     table = pd.concat([table, _aggregate(table, "op", "op_type"), _aggregate(table, "module", "module"),
                        _model_row(table, totals)], ignore_index=True).reindex(columns=COLUMNS)
     return ProfileResult(name=label, table=table, totals=totals, device=device_desc,
@@ -507,7 +536,11 @@ def _table(records: list[OpRecord], times: np.ndarray, roof: Roofline) -> pd.Dat
                                "input_shapes": r.input_shapes, "flops": r.flops, "bytes": r.bytes,
                                "time_s": t}
         notes: list[str] = []
-        if not len(ok):
+        if not len(ok) and r.view:
+            row.update(time_s=0.0, intensity=math.nan, predicted_time_s=0.0, bound=OVERHEAD, efficiency=math.nan,
+                       above_roof=False, attainable_flops=math.nan, measured_over_predicted=math.nan)
+            notes.append("a view the profiler records no event for: no time, no data moved")
+        elif not len(ok):
             notes.append("not found in the profiler's events; not timed, not placed")
         elif r.view or (r.flops == 0 and r.bytes == 0):
             row.update(intensity=math.nan, predicted_time_s=0.0, bound=OVERHEAD, efficiency=0.0,
@@ -523,6 +556,9 @@ def _table(records: list[OpRecord], times: np.ndarray, roof: Roofline) -> pd.Dat
             if r.flops == 0 and math.isfinite(row["predicted_time_s"]):
                 # achieved / attainable is 0/0 at zero FLOPs; predicted / measured is the same ratio
                 row["efficiency"] = row["predicted_time_s"] / t
+                if row.get("cache_level"):
+                    row["cache_efficiency"] = r.bytes / roof.bandwidth[row["cache_level"]] / t
+                    notes = [n.replace("efficiency nan", f"efficiency {row['cache_efficiency']:.2f}") for n in notes]
         row["notes"] = "; ".join(notes)
         rows.append(row)
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
@@ -565,18 +601,28 @@ def _aggregate(ops: pd.DataFrame, key: str, kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("time_s", ascending=False)
 
 
-def _totals(ops: pd.DataFrame, profiled_s: float, counted: int, backward: bool, reps: int,
-            torch_version: str) -> dict:
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def _totals(ops: pd.DataFrame, profiled_s: list[float], wall_s: list[float], matched_s: list[float],
+            counted: int, backward: bool, torch_version: str) -> dict:
+    """Whole-model figures. profiled_time_s: the time the profiler gives the step's top-level events
+    (device time on CUDA); wall_time_s: the step's span on the host clock, whose difference from
+    the op time is Python and framework work between ops. op_time_coverage: per repetition, the
+    time of the matched ops over the profiled time (the median over repetitions), so that a
+    preemption in one repetition counts on both sides."""
+    ratios = [m / p for m, p in zip(matched_s, profiled_s) if p > 0]
     c = _combine(ops)
     return {"phase": "forward+backward" if backward else "forward", "ops": c["count"],
             "ops_placed": int(ops["bound"].notna().sum()), "ops_timed": int(ops["time_s"].notna().sum()),
             "flops": c["flops"], "flop_counter_total": int(counted), "bytes": c["bytes"],
-            "intensity": c["intensity"], "time_s": c["time_s"], "profiled_time_s": profiled_s,
-            "op_time_coverage": c["time_s"] / profiled_s if profiled_s > 0 else math.nan,
+            "intensity": c["intensity"], "time_s": c["time_s"], "profiled_time_s": _median(profiled_s), "wall_time_s": _median(wall_s),
+            "op_time_coverage": _median(ratios), "rep_op_time_s": matched_s, "rep_profiled_time_s": profiled_s,
             "predicted_time_s": c["predicted_time_s"], "headroom": c["measured_over_predicted"],
             "efficiency": c["efficiency"], "achieved_flops": c["achieved_flops"],
             "achieved_bandwidth_Bps": c["achieved_bandwidth_Bps"], "attainable_flops": c["attainable_flops"],
-            "bound": c["bound"], "reps": reps, "torch": torch_version}
+            "bound": c["bound"], "reps": len(profiled_s), "torch": torch_version}
 
 
 def _model_row(ops: pd.DataFrame, totals: dict) -> pd.DataFrame:
