@@ -21,7 +21,7 @@ torch.manual_seed(0)
 WIDTH = 1024  # MLP hidden width
 LAYERS = 4
 HIDDEN = 512  # LSTM hidden size
-STEPS = 16  # LSTM sequence length
+STEPS = 8  # LSTM sequence length
 IMAGE = 32  # CNN input height and width
 
 

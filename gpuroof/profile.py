@@ -667,7 +667,7 @@ def module_table(mods: pd.DataFrame, top: int = TOP) -> str:
 
 def figure(res: ProfileResult) -> Any:
     """The TPU paper's figure for one model: each op type a point at its total intensity and rate,
-    its area proportional to its share of the time, the whole model a star, on the measured roofs."""
+    its area proportional to its share of the time, the whole model a square, on the measured roofs."""
     from gpuroof.plots import draw_roofline
 
     types = res.rows("op_type")
@@ -701,7 +701,7 @@ def figure(res: ProfileResult) -> Any:
             coll.set_alpha(0.7)
     drawn.name = "profile"
     drawn.caption = (f"{res.name}: each op type at its total FLOPs / bytes and FLOPs / time, area proportional "
-                     f"to its share of the op time; the star is the whole model. " + drawn.caption)
+                     f"to its share of the op time; the square is the whole model. " + drawn.caption)
     return drawn
 
 
