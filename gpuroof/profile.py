@@ -6,6 +6,7 @@ import importlib.util
 import math
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -683,10 +684,11 @@ def figure(res: ProfileResult) -> Any:
                 "kernel": "whole model", "label": "model", "valid": True, "above": False, "size": 140})
     notes = []
     if len(off):
-        share = off["time_share"].sum()
-        listed = ", ".join(f"{n.replace('aten::', '')} {s:.0%}" for n, s in zip(off["name"], off["time_share"]))
-        notes.append(f"Zero-FLOP op types are not on the log axes ({share:.0%} of the time): "
-                     f"{listed[:300]}{'…' if len(listed) > 300 else ''}.")
+        big = off[off["time_share"] >= 0.005]
+        listed = ", ".join(f"{n.replace('aten::', '')} {s:.0%}" for n, s in zip(big["name"], big["time_share"]))
+        rest = f"{', ' if listed else ''}{len(off) - len(big)} more under 0.5%" if len(off) > len(big) else ""
+        notes.append(textwrap.fill(f"Zero-FLOP op types are not on the log axes ({off['time_share'].sum():.0%} "
+                                   f"of the time): {listed}{rest}.", 140))
     notes.append(f"{t['phase']}, op time {_ms(t['time_s'])}, roofline-predicted {_ms(t['predicted_time_s'])} "
                  f"(headroom {t['headroom']:.2f}x).")
     kernels = pd.DataFrame(pts)
