@@ -166,8 +166,10 @@ class _Recorder:
         self.counter = counter
         self.gpu = device_type == "cuda"
         self.records: list[OpRecord] = []
-        self.tf32 = bool(self.gpu and torch.backends.cuda.matmul.allow_tf32)
-        self.tf32_conv = bool(self.gpu and torch.backends.cudnn.allow_tf32)
+        # float32 GEMMs run on tf32 tensor cores when the matmul precision allows it ("high"),
+        # float32 convolutions when cuDNN's flag does (its default)
+        self.tf32 = self.gpu and torch.get_float32_matmul_precision() != "highest"
+        self.tf32_conv = self.gpu and bool(getattr(torch.backends.cudnn, "allow_tf32", False))
 
     def __enter__(self) -> "_Recorder":
         self.counter.__enter__()
@@ -242,7 +244,8 @@ def _roots(span: Any, tops: list) -> list:
     """The events of one repetition, in time order: the span's children, and the top-level events
     of other threads inside it (the autograd engine runs a GPU's backward on its own thread)."""
     inside = [e for e in tops if e is not span and e.name != SPAN and e.thread != span.thread
-              and span.time_range.start <= e.time_range.start <= span.time_range.end]
+              and span.time_range.start <= e.time_range.start <= span.time_range.end
+              and str(getattr(e, "device_type", "CPU")).endswith("CPU")]  # host events, not kernels
     return sorted([*span.cpu_children, *inside], key=_start)
 
 
@@ -448,7 +451,8 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     """Run `model(*inputs)` (and a backward of the sum of its outputs) under FlopCounterMode and
     torch.profiler and place every op on the device's measured roofline.
 
-    model: an nn.Module; inputs: a tensor or a tuple of positional arguments (moved to `device`);
+    model: an nn.Module (moved to `device`; without `backward` it runs under torch.no_grad());
+    inputs: a tensor or a tuple of positional arguments (moved to `device`);
     device: auto | cpu | cuda | cuda:N; ceilings: a run directory (default: the newest complete run
     for this device under results/); reps: profiled repetitions, each op's time is their median.
     """
