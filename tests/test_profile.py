@@ -202,3 +202,21 @@ def test_api_bad_arguments_raise_value_errors_naming_them(cpu_run):
         api.profile(lambda x: x, torch.randn(2, 4), device="cpu", ceilings=cpu_run.path)
     with pytest.raises(ValueError, match="^reps=0"):
         api.profile(lin, torch.randn(2, 4), device="cpu", ceilings=cpu_run.path, reps=0)
+
+
+def _event(name, start, children=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start), cpu_children=list(children))
+
+
+def test_matching_walks_into_composites_and_skips_ops_the_profiler_does_not_record():
+    from gpuroof.profile import match
+
+    t, mm = _event("aten::t", 2, [_event("aten::transpose", 3)]), _event("aten::mm", 5, [_event("aten::empty", 6)])
+    roots = [_event("aten::linear", 1, [t, mm]), _event("aten::relu", 8, [_event("aten::clamp_min", 9)]),
+             _event("aten::t", 10), _event("aten::mm", 11)]
+    ops = ["aten::t", "aten::mm", "aten::detach", "aten::relu", "aten::t", "aten::mm"]
+    found = match(ops, roots)
+    assert [f and (f.name, f.time_range.start) for f in found] == [
+        ("aten::t", 2), ("aten::mm", 5), None, ("aten::relu", 8), ("aten::t", 10), ("aten::mm", 11)]
