@@ -498,6 +498,8 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
             step()
             sync()
         records = rec.records
+        if not records:
+            raise UsageError("model: its forward ran no torch op; nothing to profile")
         counted = rec.counter.get_total_flops()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
         with torch_profile(activities=activities) as prof:
