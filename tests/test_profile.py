@@ -223,3 +223,14 @@ def test_matching_walks_into_composites_and_skips_ops_the_profiler_does_not_reco
     found = match(ops, roots)
     assert [f and (f.name, f.time_range.start) for f in found] == [
         ("aten::t", 2), ("aten::mm", 5), None, ("aten::relu", 8), ("aten::t", 10), ("aten::mm", 11)]
+
+
+def test_backward_of_a_linear_layer_adds_the_weight_gradient_gemm(cpu_run):
+    """The input needs no gradient, so the backward is one GEMM (the weight's): 2*B*in*out more FLOPs."""
+    b, n_in, n_out = 16, 64, 32
+    res = api.profile(torch.nn.Linear(n_in, n_out, bias=False), torch.randn(b, n_in), device="cpu",
+                      ceilings=cpu_run.path, reps=REPS, backward=True)
+    ops = _ops(res)
+    by_phase = ops.groupby("phase")["flops"].sum()
+    assert by_phase["forward"] == by_phase["backward"] == 2 * b * n_in * n_out
+    assert res.totals["phase"] == "forward+backward" and ops["bound"].notna().all()
