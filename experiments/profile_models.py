@@ -5,10 +5,11 @@ Each function takes `batch` and returns (model, inputs); nothing is downloaded:
     gpuroof profile --model experiments/profile_models.py:mlp --batch 1
     gpuroof profile --model experiments/profile_models.py:mlp --batch 256
 
-At batch 1 an MLP or an LSTM reads every weight to do 2 FLOPs with it (intensity about 0.5 FLOP/B
-in float32): it sits under the bandwidth slope. The FLOPs grow with the batch and the weight bytes do
-not, so a large batch moves it toward the compute roof. A CNN reuses each weight over every pixel and
-is near its roof already at a small batch.
+At batch 1 an MLP reads every weight to do 2 FLOPs with it (0.5 FLOP/B in float32) and an LSTM
+reads each weight once per sequence for 2 FLOPs per step (STEPS / 2 FLOP/B, counting compulsory
+bytes): both sit under the bandwidth slope. The FLOPs grow with the batch and the weight bytes do
+not, so a large batch moves them toward the compute roof. A CNN reuses each weight over every pixel
+and sits right of the ridge already at batch 1.
 """
 from __future__ import annotations
 
