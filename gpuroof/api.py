@@ -236,3 +236,15 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
     return KernelResult(name=name, flops=float(flops), bytes=float(bytes), unit=unit,
                         times_s=np.asarray(times), placement=placed, notes=notes,
                         ceilings_source=source)
+
+
+def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = False,
+            ceilings: str | Path | Run | None = None, force: bool = False, reps: int = 5,
+            name: str | None = None) -> Any:
+    """Every op of `model(*inputs)` (and its backward) on the device's measured roofline: FLOPs from
+    FlopCounterMode, time from torch.profiler, compulsory bytes; see gpuroof.profile.profile_model.
+    Returns a ProfileResult (`.table`, `.totals`, `.summary()`, `.write(dir)`); needs gpuroof[torch]."""
+    from gpuroof.profile import profile_model
+
+    return profile_model(model, inputs, device=device, backward=backward, ceilings=ceilings, force=force,
+                         reps=reps, name=name)

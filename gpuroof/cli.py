@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     r.set_defaults(func=cmd_run)
 
-    for module in ("bench", "plots", "report", "compare", "check", "merge"):
+    for module in ("bench", "plots", "report", "compare", "check", "merge", "profile"):
         import_module(f"gpuroof.{module}").register(sub, common)
 
     show = sub.add_parser("show", parents=[common], help="print the summary of a run directory")
