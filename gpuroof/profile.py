@@ -16,6 +16,7 @@ import pandas as pd
 
 from gpuroof.bench import newest_run, place_case, same_device
 from gpuroof.errors import UsageError
+from gpuroof.output import emit_json, results_root
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
                              slug)
 from gpuroof.roofline import Roofline
@@ -434,7 +435,7 @@ def resolve_ceilings(backend: str, device_name: str, ceilings: str | Path | Run 
     if ceilings is None:
         run = newest_run(backend, device_name)
         if run is None:
-            raise UsageError(f"{arg}: no complete run for {device_name!r} under results/{slug(device_name)}/; "
+            raise UsageError(f"{arg}: no complete run for {device_name!r} under {results_root() / slug(device_name)}/; "
                              f"run `gpuroof measure --backend {backend}` first, or pass a run directory")
     else:
         run = ceilings if isinstance(ceilings, Run) else load_run(ceilings)
@@ -818,10 +819,10 @@ def main_profile(args: argparse.Namespace) -> int:
         if msg.startswith("inputs:"):
             msg = f"--model {args.model}:" + msg[len("inputs:"):]
         raise UsageError(msg) from None
-    out = Path(args.out) if args.out else Path("results") / slug(res.device["name"]) / "profile" / name
+    out = Path(args.out) if args.out else results_root() / slug(res.device["name"]) / "profile" / name
     files = res.write(out, formats)
     if args.json:
-        print(dumps({**res.to_json(), "out_dir": str(out), "files": {k: str(v) for k, v in files.items()}}))
+        emit_json({**res.to_json(), "out_dir": str(out), "files": {k: str(v) for k, v in files.items()}})
         return 0
     print(res.summary())
     print()

@@ -103,15 +103,24 @@ def test_parse_cpuinfo_counts_smt_siblings_once():
     assert parse_cpuinfo(two_threads_one_core)["physical_cores"] == 1
 
 
-@pytest.mark.parametrize("vendor,family,flags,expect", [
-    ("AuthenticAMD", 0x1A, ["fma", "avx2", "avx512f"], (512, 2)),   # Zen 5
-    ("AuthenticAMD", 0x19, ["fma", "avx2", "avx512f"], (256, 2)),   # Zen 4 double-pumps 512
-    ("GenuineIntel", 6, ["fma", "avx2"], (256, 2)),                 # Haswell .. Alder Lake
-    ("GenuineIntel", 6, ["fma", "avx2", "avx512f"], None),          # 1 or 2 FMA units: unknown
-    ("AuthenticAMD", 0x1A, ["sse2"], None),                         # no FMA
+AVX512 = ["fma", "avx2", "avx512f"]
+
+
+@pytest.mark.parametrize("vendor,family,flags,model,name,expect", [
+    ("AuthenticAMD", 0x1A, AVX512, 2, "AMD EPYC 9B45", (512, 2)),                  # Zen 5
+    ("AuthenticAMD", 0x19, AVX512, 17, "AMD EPYC 9654", (256, 2)),                 # Zen 4 double-pumps 512
+    ("GenuineIntel", 6, ["fma", "avx2"], 151, "12th Gen Intel Core i7", (256, 2)),  # Haswell .. Alder Lake
+    ("GenuineIntel", 6, AVX512, 207, "Intel(R) Xeon(R) Processor", (512, 2)),    # Emerald Rapids
+    ("GenuineIntel", 6, AVX512, 143, "Intel Xeon Platinum 8480+", (512, 2)),      # Sapphire Rapids
+    ("GenuineIntel", 6, AVX512, 140, "11th Gen Intel Core i7-1165G7", (512, 1)),  # Tiger Lake
+    ("GenuineIntel", 6, AVX512, 85, "Intel Xeon Gold 6148", (512, 2)),            # Skylake-SP, two units
+    ("GenuineIntel", 6, AVX512, 85, "Intel Xeon Silver 4110", (512, 1)),          # Skylake-SP, one unit
+    ("GenuineIntel", 6, AVX512, 85, "Intel(R) Xeon(R) Processor", None),          # SKU not named: unknown
+    ("GenuineIntel", 6, AVX512, None, "", None),                                   # no model number
+    ("AuthenticAMD", 0x1A, ["sse2"], 2, "AMD EPYC", None),                         # no FMA
 ])
-def test_vector_unit_only_answers_what_flags_settle(vendor, family, flags, expect):
-    assert vector_unit(vendor, family, flags) == expect
+def test_vector_unit_only_answers_what_flags_model_and_name_settle(vendor, family, flags, model, name, expect):
+    assert vector_unit(vendor, family, flags, model, name) == expect
 
 
 def test_cpu_theoretical_zen5_two_cores():

@@ -86,11 +86,22 @@ def parse_cpuinfo(text: str) -> dict:
     }
 
 
-def vector_unit(vendor: str | None, family: int | None, flags: list[str]) -> tuple[int, int] | None:
+#: Intel family-6 models with AVX-512 and two 512-bit FMA units on every SKU: Ice Lake-SP (106, 108),
+#: Sapphire Rapids (143), Emerald Rapids (207), Granite Rapids (173, 174).
+INTEL_TWO_FMA512 = {106, 108, 143, 173, 174, 207}
+#: Client parts with AVX-512 (Ice Lake 125/126, Tiger Lake 140/141, Rocket Lake 167): ports 0 and 1
+#: fuse into one 512-bit FMA unit (the same FLOPs per cycle as two 256-bit ones).
+INTEL_ONE_FMA512 = {125, 126, 140, 141, 167}
+
+
+def vector_unit(vendor: str | None, family: int | None, flags: list[str], model: int | None = None,
+                model_name: str = "") -> tuple[int, int] | None:
     """(vector width in bits that one FMA pipe processes per cycle, FMA pipes per core), or None.
 
-    Only what the instruction-set flags and the vendor's family number settle is answered: the port
-    count of an AVX-512 Intel part differs between SKUs (one or two FMA units), so it is unknown.
+    Only what the instruction-set flags, the family/model numbers and the model name settle is
+    answered. Skylake-SP and Cascade Lake (model 85) differ by SKU: Platinum and Gold 6xxx have two
+    512-bit FMA units, Silver, Bronze and Gold 5xxx one; a name that says neither stays unknown (a
+    virtual machine often shows only "Intel Xeon Processor").
     """
     f = set(flags)
     if "fma" not in f:
@@ -101,14 +112,26 @@ def vector_unit(vendor: str | None, family: int | None, flags: list[str]) -> tup
         if family in (0x17, 0x19) and "avx2" in f:  # Zen 2/3/4: 256-bit pipes (Zen 4 double-pumps 512)
             return 256, 2
         return None
-    if vendor == "GenuineIntel" and "avx2" in f and "avx512f" not in f:
+    if vendor != "GenuineIntel" or "avx2" not in f:
+        return None
+    if "avx512f" not in f:
         return 256, 2  # Haswell and later client/server parts without AVX-512: two 256-bit FMA ports
+    if family == 6 and model in INTEL_TWO_FMA512:
+        return 512, 2
+    if family == 6 and model in INTEL_ONE_FMA512:
+        return 512, 1
+    if family == 6 and model == 85:
+        if re.search(r"Platinum|Gold 6\d{3}", model_name):
+            return 512, 2
+        if re.search(r"Silver|Bronze|Gold 5\d{3}", model_name):
+            return 512, 1
     return None
 
 
 def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:
     """cores × SIMD lanes × FMA pipes × 2 × clock, per dtype; None where not knowable."""
-    unit = vector_unit(facts.get("vendor"), facts.get("family"), facts.get("flags", []))
+    unit = vector_unit(facts.get("vendor"), facts.get("family"), facts.get("flags", []),
+                       facts.get("model_number"), facts.get("model") or "")
     compute: dict[str, float | None] = {}
     for dtype in ("float64", "float32"):
         if unit is None or not clock_mhz:
@@ -197,7 +220,8 @@ class CpuBackend(Backend):
 
     def device_info(self) -> dict:
         max_mhz = self.max_clocks()[0]
-        unit = vector_unit(self.facts.get("vendor"), self.facts.get("family"), self.facts.get("flags", []))
+        unit = vector_unit(self.facts.get("vendor"), self.facts.get("family"), self.facts.get("flags", []),
+                           self.facts.get("model_number"), self.facts.get("model") or "")
         return {
             "name": self.facts.get("model") or platform.processor() or "cpu",
             "index": 0,
