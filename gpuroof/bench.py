@@ -360,9 +360,18 @@ def same_device(run: Run, backend_name: str, device_name: str) -> bool:
     return run.meta.get("backend") == backend_name and run.meta["device"].get("name") == device_name
 
 
+def quality_ok(run: Run) -> bool:
+    """False only for a run whose `quality` says it is not ok (busy machine, levels out of order...);
+    a run from before quality was recorded counts as ok."""
+    q = run.meta.get("quality")
+    return not (isinstance(q, dict) and q.get("ok") is False)
+
+
 def newest_run(backend_name: str, device_name: str, root: str | Path | None = None) -> Run | None:
-    """The newest complete run with ceilings under <results>/<slug(device)>/ for this backend and device."""
-    best: tuple[str, Run] | None = None
+    """The newest complete run with ceilings under <results>/<slug(device)>/ for this backend and device,
+    among those whose quality is ok when there is one (a run measured on a busy machine is the
+    default only while no good run exists)."""
+    best: tuple[tuple[bool, str], Run] | None = None
     for f in sorted(Path(root or results_root(), slug(device_name)).glob("*/run.json")):
         try:
             run = load_run(f)
@@ -370,7 +379,7 @@ def newest_run(backend_name: str, device_name: str, root: str | Path | None = No
             continue
         if not _is_complete(run) or not same_device(run, backend_name, device_name):
             continue
-        key = str(run.meta.get("created_utc") or "")
+        key = (quality_ok(run), str(run.meta.get("created_utc") or ""))
         if best is None or key >= best[0]:
             best = (key, run)
     return best[1] if best else None

@@ -205,14 +205,24 @@ def summary_table(meta: dict) -> str:
         rows.append((unit, si(v, "FLOP/s"), si(theo["compute"].get(unit), "FLOP/s"),
                      f"{r:.3f}" if r else "-", f"{meta['ridge_points'][unit]:.3g}"))
     lines = text_table(rows)
+    q = meta.get("quality") if isinstance(meta.get("quality"), dict) else None
+    if q is not None:  # first: whether these numbers are the hardware's
+        lines[:0] = ([f"quality: NOT OK ({len(q['reasons'])} reason(s))"] + [f"  - {r}" for r in q["reasons"]]
+                     if not q.get("ok") else ["quality: ok (quiet machine, levels in order, fit within limits)"])
     fit = meta["fit"]
     clocks = meta["median_clocks"]
     core = "core" if meta.get("backend") == "cpu" else "SM"  # the device's own word
     lines.append(f"clocks (median during points): {core} {clocks['sm_clock_mhz'] or '-'} MHz, "
                  f"memory {clocks['mem_clock_mhz'] or '-'} MHz; throttled points: {meta['throttled_points']}")
-    if meta.get("implied_clock_mhz"):
-        lines.append(f"clock implied by the best FMA rate: {meta['implied_clock_mhz']:.0f} MHz "
-                     f"(the OS reports {clocks['sm_clock_mhz'] or '-'} MHz)")
+    cc = meta.get("core_clock") if isinstance(meta.get("core_clock"), dict) else None
+    if cc and cc.get("measured_mhz"):
+        lines.append(f"core clock measured under load: {cc['measured_mhz']:.0f} MHz (dependent-add chain; "
+                     f"the OS reports {cc.get('os_reported_mhz') or '-'} MHz); theoretical is at the measured clock")
+    stat = meta.get("ceiling_statistic") if isinstance(meta.get("ceiling_statistic"), dict) else None
+    if stat and stat.get("by_ceiling"):
+        spread = ", ".join(f"{k} {v['spread']:.1%}" for k, v in stat["by_ceiling"].items()
+                           if isinstance(v, dict) and isinstance(v.get("spread"), (int, float)))
+        lines.append(f"ceiling = {stat['statistic']}; spread (p90-p10)/p90: {spread}")
     lines.append(f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
                  f"max |dev| {fit['max_abs_deviation']:.3f} over {fit['points']} points"
                  + (f" ({fit['excluded_cache_resident']} cache-resident points near the ridge left out)"

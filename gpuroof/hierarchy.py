@@ -18,7 +18,7 @@ import pandas as pd
 
 from gpuroof.backends.base import ITEMSIZE
 from gpuroof.errors import UsageError
-from gpuroof.sweep import check, counts
+from gpuroof.sweep import check, counts, plateau_statistic
 
 #: Every level name gpuroof knows, smallest first. A device has a subset (CPU: l1, l2, l3, dram;
 #: GPU: shared, l1, l2, dram); `shared` comes from its own kernel, not from the working-set sweep.
@@ -128,14 +128,28 @@ def plateau_level(ws: int, levels: list[Level]) -> str | None:
     return None
 
 
-def level_ceilings(points: pd.DataFrame, levels: list[Level]) -> tuple[dict[str, float], list[dict]]:
-    """Median bandwidth over each level's plateau, and the transitions between neighbouring levels."""
+def level_ceilings(points: pd.DataFrame, levels: list[Level], samples: pd.DataFrame | None = None,
+                   statistics: dict | None = None) -> tuple[dict[str, float], list[dict]]:
+    """Each level's bandwidth over its plateau, and the transitions between neighbouring levels.
+
+    With the per-repetition `samples`, a level's ceiling is sweep.CEILING_PERCENTILE of the valid
+    repetitions of every working set on its plateau (its statistic goes into `statistics`), so a few
+    contended repetitions cannot drag it down; without them, the median of the sizes' medians.
+    """
     ok = points[points["valid"]]
     ceilings: dict[str, float] = {}
     for lv in levels:
-        bw = ok.loc[ok["level"] == lv.name, "bandwidth_Bps"]
-        if len(bw):
-            ceilings[lv.name] = float(bw.median())
+        on = ok[ok["level"] == lv.name]
+        if not len(on):
+            continue
+        if samples is None:
+            ceilings[lv.name] = float(on["bandwidth_Bps"].median())
+            continue
+        reps = samples[samples["valid"] & samples["working_set_bytes"].isin(on["working_set_bytes"])]
+        stat = plateau_statistic(reps["bytes"] / reps["time_s"])
+        ceilings[lv.name] = stat["value"]
+        if statistics is not None:
+            statistics[lv.name] = stat
     transitions = []
     names = [lv.name for lv in levels if lv.name in ceilings]
     for upper, lower in zip(names, names[1:]):

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -24,7 +25,8 @@ from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
 from gpuroof.matrix import matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline
-from gpuroof.sweep import CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
+from gpuroof.quality import Activity, assess, platform_state
+from gpuroof.sweep import CEILING_STATISTIC, CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
 from gpuroof.telemetry import Sampler
 
 #: A DRAM point's working set must be this many times the last-level cache.
@@ -157,6 +159,8 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         write_run(run_dir, meta, {})  # a run killed from here on is marked partial
         interval = 0.1 if backend.name == "cpu" else 0.05  # ≥ 10 Hz; lighter on a 2-core CPU
         tables: dict[str, pd.DataFrame] = {}
+        activity = Activity()  # what else the machine does while it is measured
+        clock_before = backend.core_clock_mhz()  # under load on every core in use; None where telemetry has it
         with Sampler(backend.telemetry_source(), interval) as sampler:
             try:
                 with _bar(len(chosen) * len(settings.variants) * len(settings.fmas), "sweep",
@@ -194,14 +198,19 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                 write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
                 raise
             sampler.phase("done")
+        clock_after = backend.core_clock_mhz()
         meta["phases"] = sampler.phases
         meta["buffers_elements"] = result.buffers
         points = summarize(tables["points"])
-        cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes())
+        cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes(), tables["points"])
         roof = cei.roofline.to_dict()
+        stats = dict(cei.statistics)
         if "hierarchy" in tables:
             hpts = summarize_hierarchy(tables["hierarchy"], sweep_levels)
-            level_bw, transitions = level_ceilings(hpts, sweep_levels)
+            level_stats: dict = {}
+            level_bw, transitions = level_ceilings(hpts, sweep_levels, tables["hierarchy"], level_stats)
+            level_stats.pop("dram", None)  # the intensity sweep's DRAM ceiling stays the roof's
+            stats.update(level_stats)
             meta["hierarchy"] = {"transitions": transitions, "sweep_dram_Bps": level_bw.pop("dram", None),
                                  "invalid_sizes": int((~hpts["valid"]).sum())}
             roof["bandwidth"].update(level_bw)
@@ -216,7 +225,14 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         valid = points[points["valid"]]
         clocks = {k: (float(valid[k].median()) if valid[k].notna().any() else None)
                   for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")}
-        theo = peaks_and_ratios(backend, roof, clocks, plateau_clocks(points, cei.plateaus, tables.get("matrix")))
+        core_clock = measured_clock(clock_before, clock_after, clocks["sm_clock_mhz"])
+        if core_clock:  # the cores' own clock, not the OS's figure (a VM shows the nominal one)
+            theo = peaks_and_ratios(backend, roof, {**clocks, "sm_clock_mhz": core_clock["measured_mhz"]})
+            core_clock["theoretical_at_os_clock"] = backend.theoretical(clocks["sm_clock_mhz"], None) \
+                if clocks["sm_clock_mhz"] else None
+        else:
+            theo = peaks_and_ratios(backend, roof, clocks,
+                                    plateau_clocks(points, cei.plateaus, tables.get("matrix")))
         invalid = points[~points["valid"]]
         meta.update({
             "status": "complete",
@@ -236,9 +252,12 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                            if "matrix" in tables else 0},
             "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
             "noisy_points": int(points["noisy"].sum()),
+            "ceiling_statistic": {"statistic": CEILING_STATISTIC, "by_ceiling": stats},
+            "core_clock": core_clock,
+            "activity": activity.stop(),
+            "platform": platform_state(),
         })
-        if backend.name == "cpu":
-            meta["implied_clock_mhz"] = implied_cpu_clock(backend, roof)
+        meta["quality"] = assess(meta)
         write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
         return MeasureResult(run_dir=run_dir, meta=meta, points=points)
     except MemoryError as e:
@@ -257,13 +276,12 @@ def _bar(total: int | None, desc: str, progress: bool) -> Iterator[Callable[[str
         yield tick
 
 
-def implied_cpu_clock(backend: Backend, roof: dict) -> float | None:
-    """Clock (MHz) that the best measured FMA rate implies on the known vector unit.
-
-    In a virtual machine /proc/cpuinfo shows a nominal clock, not the turbo clock the cores run at;
-    this figure makes that visible instead of reporting a ratio above 1 without a word.
-    """
-    theo_1ghz = backend.theoretical(1000.0, None)["compute"]
-    best = [roof["compute"][d] / theo_1ghz[d] * 1000.0 for d in roof["compute"] if theo_1ghz.get(d)]
-    return max(best) if best else None
-
+def measured_clock(before: float | None, after: float | None, os_mhz: float | None) -> dict | None:
+    """The core clock measured under load before and after the sweeps (None when the backend has no
+    such measurement: a GPU's clocks come from NVML during every point), with the OS's figure beside."""
+    got = [c for c in (before, after) if c]
+    if not got:
+        return None
+    return {"measured_mhz": float(np.median(got)), "before_mhz": before, "after_mhz": after,
+            "os_reported_mhz": os_mhz,
+            "method": "a chain of dependent integer adds (one per cycle) on every core in use"}

@@ -187,6 +187,9 @@ def stale_reason(entry: dict | None, key: dict, now: float, max_age_days: float)
         Roofline.from_dict(meta["ceilings"])
     except UsageError as e:
         return f"the cached roofline is not valid ({e})"
+    q = meta.get("quality")
+    if isinstance(q, dict) and q.get("ok") is False:  # measured again: maybe the machine is quiet now
+        return f"the cached roofline's quality is not ok ({'; '.join(map(str, q.get('reasons') or []))})"
     age_days = (now - float(entry.get("measured_at", 0))) / 86400
     if age_days > max_age_days:
         return f"the cached roofline is {age_days:.1f} days old (max {max_age_days:g})"

@@ -259,11 +259,9 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
         for name, r in ((meta.get("ratios") or {}).get(kind) or {}).items():
             if r and r > 1.0:
                 msg = f"measured {name} {kind} is {r:.2f}× its theoretical peak at the measured clock"
-                implied = _num(meta.get("implied_clock_mhz"))
-                clk = _num((meta.get("median_clocks") or {}).get("sm_clock_mhz"))
-                if implied and kind == "compute":
-                    msg += (f": the cores ran near {implied:.0f} MHz while the OS reported "
-                            f"{clk:.0f} MHz (a nominal clock, as in a virtual machine)" if clk else "")
+                cc = meta.get("core_clock") if isinstance(meta.get("core_clock"), dict) else {}
+                if kind == "compute" and not _num(cc.get("measured_mhz")):
+                    msg += ": no clock was measured under load, so theoretical uses the OS's figure"
                 out.append(("warn", msg + "."))
     noisy = meta.get("noisy_points")
     if noisy:
@@ -409,6 +407,8 @@ def render_html(run: Run) -> str:
                      "nothing above its roof.</p>")
 
     parts.append("<h2 id='ceilings'>Ceilings: measured against theoretical</h2>")
+    cc = meta.get("core_clock") if isinstance(meta.get("core_clock"), dict) else {}
+    stat = meta.get("ceiling_statistic") if isinstance(meta.get("ceiling_statistic"), dict) else {}
     parts.append(ceilings_table(meta))
     fit = meta.get("fit") or {}
     parts.append(kv_table([
@@ -416,8 +416,12 @@ def render_html(run: Run) -> str:
          + (f", memory {fmt_num(clocks.get('mem_clock_mhz'), 5)} MHz" if _num(clocks.get("mem_clock_mhz")) else "")),
         ("max clocks", ", ".join(f"{ {'sm': core, 'mem': 'memory'}.get(k, k)} {fmt_num(v, 5)} MHz"
                                  for k, v in (meta.get("max_clocks_mhz") or {}).items() if _num(v))),
-        ("clock implied by the best FMA rate",
-         f"{meta['implied_clock_mhz']:.0f} MHz" if _num(meta.get("implied_clock_mhz")) else None),
+        ("core clock measured under load (dependent-add chain)",
+         f"{_num(cc.get('measured_mhz')):.0f} MHz (OS: {fmt_num(cc.get('os_reported_mhz'), 5)} MHz); "
+         "theoretical is at this clock" if _num(cc.get("measured_mhz")) else None),
+        ("ceiling statistic", (stat.get("statistic") or "") + "; spread (p90-p10)/p90: " + ", ".join(
+            f"{k} {v['spread']:.1%}" for k, v in (stat.get("by_ceiling") or {}).items()
+            if isinstance(v, dict) and _num(v.get("spread")) is not None) if stat.get("statistic") else None),
         ("median power, temperature", f"{fmt_num(clocks.get('power_w'))} W, {fmt_num(clocks.get('temperature_c'))} °C"
          if _num(clocks.get("power_w")) or _num(clocks.get("temperature_c")) else None),
         ("fit to min(P, B·I)", f"median |dev| {fmt_num(fit.get('median_abs_deviation'))}, max |dev| "

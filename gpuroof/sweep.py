@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -192,40 +192,68 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     return pts
 
 
+#: A ceiling is this percentile of the per-repetition rates over its plateau: contention only ever
+#: slows a repetition down, so a high percentile is what the hardware does, while a lone lucky
+#: repetition (timer granularity) cannot set it as a maximum would.
+CEILING_PERCENTILE = 90
+CEILING_STATISTIC = f"p{CEILING_PERCENTILE} of the repetitions over the plateau"
+
+
+def plateau_statistic(rates: Iterable[float]) -> dict:
+    """The ceiling from a plateau's per-repetition rates, with the spread it came with."""
+    r = np.asarray(list(rates), dtype=float)
+    r = r[np.isfinite(r) & (r > 0)]
+    if not len(r):
+        raise ValueError("no valid repetition on the plateau")
+    p10, p50, top = (float(v) for v in np.percentile(r, [10, 50, CEILING_PERCENTILE]))
+    return {"value": top, "p10": p10, "median": p50, "repetitions": int(len(r)),
+            "spread": (top - p10) / top}
+
+
 @dataclass
 class Ceilings:
     roofline: Roofline
     plateaus: dict[str, list[dict]]  # the points each ceiling came from
     fit: dict
+    statistics: dict[str, dict] = field(default_factory=dict)  # per ceiling: plateau_statistic()
 
 
-def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int) -> Ceilings:
+def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
+                     samples: pd.DataFrame | None = None) -> Ceilings:
     """DRAM bandwidth and per-dtype compute ceilings from the valid points.
 
-    DRAM: the best bandwidth among points whose working set is at least `dram_min_working_set`
-    (several times the last-level cache), i.e. the top of the memory-bound plateau. Compute: the
-    best FLOP rate of each dtype, the top of its compute-bound plateau. Each point's rate is already
-    the median over its repetitions, so one lucky launch cannot set a ceiling; the points within 3%
-    of the best are kept as the plateau it came from.
+    A plateau is the points within 3% of the best median rate: for DRAM among points whose working
+    set is at least `dram_min_working_set` (several times the last-level cache), for compute per
+    dtype. The ceiling is CEILING_PERCENTILE of the valid repetitions (`samples`) of the plateau's
+    points (without samples: the best median), so a few contended repetitions cannot drag it down.
     """
     ok = points[points["valid"]]
     dram = ok[ok["working_set_bytes"] >= dram_min_working_set]
     if dram.empty:
         raise ValueError("no valid point with a DRAM-sized working set: no bandwidth ceiling")
     plateaus: dict[str, list[dict]] = {}
+    stats: dict[str, dict] = {}
+    keys = ["dtype", "variant", "fmas_per_element"]
+    reps = samples[samples["valid"]] if samples is not None else None
 
     def plateau(df: pd.DataFrame, col: str, name: str) -> float:
         best = df[col].max()
         top = df[df[col] >= 0.97 * best]
-        plateaus[name] = top[["dtype", "variant", "fmas_per_element", col]].to_dict("records")
-        return float(best)
+        plateaus[name] = top[keys + [col]].to_dict("records")
+        if reps is None:
+            return float(best)
+        on = reps.merge(top[keys], on=keys)
+        work = on["flops"] if col == "flops_per_s" else on["bytes"]
+        stats[name] = plateau_statistic(work / on["time_s"])
+        return stats[name]["value"]
 
     bw = plateau(dram, "bandwidth_Bps", "dram")
     compute = {}
     for dtype, df in ok[ok["flops"] > 0].groupby("dtype", sort=False):
         compute[dtype] = plateau(df, "flops_per_s", dtype)
     roof = Roofline(bandwidth={"dram": bw}, compute=compute)
-    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof, dram_min_working_set))
+    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof, dram_min_working_set),
+                    statistics=stats)
 
 
 #: A cache-resident point is kept in the fit only when its intensity is this many times the ridge:

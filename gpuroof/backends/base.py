@@ -126,6 +126,11 @@ class Backend:
         """{'compute': {dtype: FLOP/s or None}, 'bandwidth': {'dram': B/s or None}} at these clocks."""
         raise NotImplementedError
 
+    def core_clock_mhz(self) -> float | None:
+        """The core clock (MHz) measured under load on every core in use, or None where the device's
+        telemetry reports the clock during every point (a GPU through NVML)."""
+        return None
+
     def max_clocks(self) -> tuple[float | None, float | None]:
         """(SM or core MHz, memory MHz) at their maximum, None where unknown."""
         raise NotImplementedError

@@ -128,6 +128,30 @@ def vector_unit(vendor: str | None, family: int | None, flags: list[str], model:
     return None
 
 
+def isa_level(flags: list[str]) -> str:
+    """The widest vector instruction set the flags offer: avx512, avx2 (with FMA), avx, sse2, neon."""
+    f = set(flags)
+    for level, need in (("avx512", {"avx512f"}), ("avx2", {"avx2", "fma"}), ("avx", {"avx"}),
+                        ("neon", {"asimd"}), ("neon", {"neon"}), ("sse2", {"sse2"})):
+        if need <= f:
+            return level
+    return "scalar"
+
+
+def cpu_device_name(facts: dict) -> str:
+    """The device key of a CPU: model name, vendor family/model, ISA level and cores in use.
+
+    A virtual machine often names only "AMD EPYC Processor" or "Intel Xeon Processor", so the name
+    alone would file a Zen 3 and a Zen 5 (or 2 and 8 cores) under one device and mix their runs in
+    `bench`, `compare` and the plugin's cache.
+    """
+    model = facts.get("model") or platform.processor() or "cpu"
+    fam = facts.get("family")
+    num = facts.get("model_number")
+    ident = f"family {fam} model {num}, " if fam is not None and num is not None else ""
+    return f"{model} ({ident}{isa_level(facts.get('flags', []))}, {facts.get('cores_used') or '?'} cores)"
+
+
 def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:
     """cores × SIMD lanes × FMA pipes × 2 × clock, per dtype; None where not knowable."""
     unit = vector_unit(facts.get("vendor"), facts.get("family"), facts.get("flags", []),
@@ -223,7 +247,9 @@ class CpuBackend(Backend):
         unit = vector_unit(self.facts.get("vendor"), self.facts.get("family"), self.facts.get("flags", []),
                            self.facts.get("model_number"), self.facts.get("model") or "")
         return {
-            "name": self.facts.get("model") or platform.processor() or "cpu",
+            "name": cpu_device_name(self.facts),
+            "model_name": self.facts.get("model") or platform.processor() or "cpu",
+            "isa_level": isa_level(self.facts.get("flags", [])),
             "index": 0,
             "vendor": self.facts.get("vendor"),
             "family": self.facts.get("family"),
