@@ -1,7 +1,6 @@
 """Run quality, the ceiling statistic and a CPU's device key: units, and the run the readers pick."""
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from gpuroof import quality
 from gpuroof.backends.cpu import cpu_device_name, isa_level
 from gpuroof.bench import newest_run, quality_ok
 from gpuroof.hierarchy import Level, level_ceilings
-from gpuroof.pytest_plugin import stale_reason
 from gpuroof.results import load_run, slug, write_run
 from gpuroof.sweep import CEILING_PERCENTILE, extract_ceilings, plateau_statistic, summarize
 
@@ -173,15 +171,6 @@ def test_a_busy_run_is_the_default_only_when_it_is_all_there_is(tmp_path):
     _make(base / "busy", "2026-02-01T00:00:00+00:00", False)
     run = newest_run("cpu", "Synthetic CPU", tmp_path)
     assert run.path.name == "busy" and not quality_ok(run)
-
-
-def test_the_plugin_measures_again_instead_of_using_a_cached_busy_roofline():
-    key = {"device": "x"}
-    meta = copy.deepcopy(run_meta())
-    entry = {"key": key, "measured_at": time.time(), "meta": meta}
-    assert stale_reason(entry, key, time.time(), 7) is None
-    meta["quality"] = {"ok": False, "reasons": ["busy: other processes used 50% of the CPUs' time"]}
-    assert "quality is not ok" in stale_reason(entry, key, time.time(), 7)
 
 
 # --------------------------------------------------------------------------- device key
