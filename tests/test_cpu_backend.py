@@ -38,7 +38,7 @@ def backend():
 @pytest.mark.parametrize("variant", ["rw", "ro"])
 @pytest.mark.parametrize("fmas", [0, 1, 2, 3, 17])
 def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
-    buf = backend.alloc_sweep(dtype, 4 * backend.granule() * 8)
+    buf = backend.alloc_sweep(dtype, 4 * backend.granule(dtype) * 8)
     launch = backend.sweep_launch(buf, fmas, variant, buf.elements)
     buf.partial[...] = np.nan
     buf.out[...] = np.nan
@@ -50,7 +50,7 @@ def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
 
 
 def test_check_catches_a_wrong_result(backend):
-    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
     launch = backend.sweep_launch(buf, 1, "rw", buf.elements)
     launch.run()
     buf.out[5] += 1
@@ -59,7 +59,7 @@ def test_check_catches_a_wrong_result(backend):
 
 def test_ro_kernel_covers_every_element(backend):
     """The per-thread partial sums add up to the closed-form sum over the whole range."""
-    buf = backend.alloc_sweep("float64", backend.granule() * 8 * 16)
+    buf = backend.alloc_sweep("float64", backend.granule("float64") * 8 * 16)
     launch = backend.sweep_launch(buf, 0, "ro", buf.elements)
     launch.run()
     assert buf.partial.sum() == pytest.approx(buf.x.sum(), rel=1e-15)
@@ -68,9 +68,9 @@ def test_ro_kernel_covers_every_element(backend):
 
 
 def test_launch_rejects_element_counts_off_the_granule(backend):
-    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
     with pytest.raises(ValueError):
-        backend.sweep_launch(buf, 1, "rw", backend.granule() + 1)
+        backend.sweep_launch(buf, 1, "rw", backend.granule("float32") + 1)
 
 
 def test_unknown_dtype_and_device_are_usage_errors(backend):

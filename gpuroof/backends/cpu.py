@@ -232,13 +232,14 @@ class CpuBackend(Backend):
         """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB."""
         return max(8 * self.cache_bytes(), 64 << 20)
 
-    def granule(self) -> int:
-        return self._k.LANES * self.threads
+    def granule(self, dtype: str) -> int:
+        """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
+        return self._k.SHAPE.chunk_elements(ITEMSIZE[dtype]) * self.threads
 
     def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
         if dtype not in self.dtypes():
             raise UsageError(f"dtype {dtype}: the cpu backend supports {', '.join(self.dtypes())}")
-        granule = self.granule()
+        granule = self.granule(dtype)
         n = (nbytes // ITEMSIZE[dtype]) // granule * granule
         if n == 0:
             raise UsageError(f"--buffer-size {nbytes} bytes: too small (at least {granule * ITEMSIZE[dtype]} bytes)")
@@ -281,9 +282,10 @@ class CpuBackend(Backend):
 
     def compile(self, dtype: str) -> None:
         """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
-        buf = self.alloc_sweep(dtype, self.granule() * ITEMSIZE[dtype])
+        buf = self.alloc_sweep(dtype, self.granule(dtype) * ITEMSIZE[dtype])
         for variant in ("rw", "ro"):
-            self.sweep_launch(buf, 1, variant, buf.elements).run()
+            for fmas in (0, 1):  # two code paths in each kernel
+                self.sweep_launch(buf, fmas, variant, buf.elements).run()
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:
