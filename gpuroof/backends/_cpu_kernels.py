@@ -1,146 +1,250 @@
-"""numba kernels of the CPU backend: the same sweep semantics as kernels/sweep.cu, sized to the ISA."""
+"""numba kernels of the CPU backend: the same sweep semantics as kernels/sweep.cu, sized to the ISA.
+
+The chains are explicit vectors: a chunk of a thread's range is one `Vectors` value, `count` LLVM
+vectors of the register width, loaded, FMA'd, summed and stored by the intrinsics below. Scalar
+loops over lanes leave the vectors to LLVM's vectorizers, whose result depends on the target and
+the dtype (fully unrolled and left scalar for float64 on AVX2, folded sums scalarized, chains
+spilled to the stack). Explicit vectors leave only register allocation to the compiler, and the
+shape (cpu_isa.kernel_shape) keeps every live vector within the register file.
+"""
 from __future__ import annotations
 
 import platform
 
-import numba
+from llvmlite import ir
 from numba import njit, prange, types, uint64
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, models, overload, register_model
 
-from gpuroof.backends.cpu_isa import KernelShape, kernel_shape
+from gpuroof.backends.cpu_isa import KernelShape, configure_codegen, kernel_shape, vector_isa
 
+#: Before the first numba code generation of the process, which the njit(cache=True) decorators
+#: below start: the code generator's features are fixed when it is created.
+VECTOR_WIDTH_REASON = configure_codegen()
 #: Chains and sums of the instruction set numba compiles for (see cpu_isa.kernel_shape): every
 #: accumulator of the innermost loops fits the vector register file, so none is spilled to the stack.
-SHAPE: KernelShape = kernel_shape()
+SHAPE: KernelShape = kernel_shape(vector_isa(width_reason=VECTOR_WIDTH_REASON))
 #: The most partial sums per thread of any dtype and variant (float32's): the ro output row size.
 LANES = SHAPE.partial_lanes(4)
+#: Vectors per chunk of each loop, as module constants: numba types them as literals, which the
+#: intrinsics need to know the count at compile time.
+RW_CHAINS = SHAPE.rw_chains  # read-write FMA loop (and the copy loop, fmas = 0)
+RO_CHAINS = SHAPE.ro_chains  # read-only FMA loop
+RO_SUMS = SHAPE.ro_sums  # running sums the ro chains are folded into (RO_CHAINS == 2 * RO_SUMS)
+READ_SUMS = SHAPE.read_sums  # running sums of the pure read loop (fmas = 0)
 
 
-def _lanes_function(vectors: int):
-    """A function lanes(x) whose value is `vectors` vector registers of x's dtype, a compile-time
-    constant: loops over range(lanes(x)) have a constant trip count, unroll fully and vectorize."""
-    def lanes(x):  # typed by the overload below
-        raise NotImplementedError
+class Vectors(types.Type):
+    """`count` vector registers of `width` elements of `dtype`, one LLVM value
+    [count x <width x dtype>]: after inlining, LLVM splits it into `count` independent SSA vectors."""
 
-    @overload(lanes, inline="always")
-    def _lanes(x):
-        n = vectors * SHAPE.vector_bytes * 8 // x.dtype.bitwidth
-        return lambda x: n
-    return lanes
+    def __init__(self, dtype, count: int, width: int):
+        self.dtype, self.count, self.width = dtype, count, width
+        super().__init__(name=f"Vectors({dtype}, {count}x{width})")
 
 
-rw_lanes = _lanes_function(SHAPE.rw_chains)  # chains of the read-write FMA loop
-ro_lanes = _lanes_function(SHAPE.ro_chains)  # chains of the read-only FMA loop
-ro_sum_lanes = _lanes_function(SHAPE.ro_sums)  # running sums they are folded into
-read_lanes = _lanes_function(SHAPE.read_sums)  # running sums of the pure read loop (fmas = 0)
+@register_model(Vectors)
+class _VectorsModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.ArrayType(ir.VectorType(elem, fe_type.width), fe_type.count))
+
+
+def _width(dtype) -> int:
+    """Elements of `dtype` per vector register."""
+    return SHAPE.vector_bytes * 8 // dtype.bitwidth
+
+
+def width(x):  # typed by the overload below: a compile-time constant per dtype
+    raise NotImplementedError
+
+
+@overload(width, inline="always")
+def _width_overload(x):
+    n = _width(x.dtype)
+    return lambda x: n
+
+
+def _vector_ptrs(context, builder, arrty, arr, start, v: Vectors):
+    """Pointers to the `v.count` consecutive vectors of `arr` from element `start`."""
+    data = cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+    vptr = ir.VectorType(context.get_value_type(v.dtype), v.width).as_pointer()
+    start = builder.sext(start, cgutils.intp_t) if start.type.width < 64 else start
+    return [builder.bitcast(builder.gep(data, [builder.add(start, cgutils.intp_t(i * v.width))]), vptr)
+            for i in range(v.count)]
+
+
+def _each(builder, v: Vectors, value, fn):
+    """Vectors whose i-th vector is fn(i, <i-th vector of `value`>)."""
+    out = ir.Constant(value.type, ir.Undefined)
+    for i in range(v.count):
+        out = builder.insert_value(out, fn(i, builder.extract_value(value, i)), i)
+    return out
+
+
+def _splat(builder, scalar, n: int):
+    vec = builder.insert_element(ir.Constant(ir.VectorType(scalar.type, n), ir.Undefined), scalar,
+                                 ir.IntType(32)(0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+@intrinsic(prefer_literal=True)
+def vload(typingctx, arr, start, count):
+    """`count` vectors of `arr` from element `start` (no bounds check; elements need not be aligned)."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    v = Vectors(arr.dtype, count.literal_value, _width(arr.dtype))
+
+    def codegen(context, builder, sig, args):
+        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
+        align = arr.dtype.bitwidth // 8
+        return _each(builder, v, context.get_constant_undef(v), lambda i, _: builder.load(ptrs[i], align=align))
+    return v(arr, start, count), codegen
 
 
 @intrinsic
-def _stack_ptr(typingctx, size, dtype):
-    """A pointer to `size` elements of `dtype` on the stack (an LLVM alloca in the entry block)."""
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=args[0])
-    return types.CPointer(dtype.dtype)(types.int64, dtype), codegen
+def vstore(typingctx, arr, start, v):
+    """arr[start : start + v.count * v.width] = v (no bounds check)."""
+    def codegen(context, builder, sig, args):
+        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
+        for i, p in enumerate(ptrs):
+            builder.store(builder.extract_value(args[2], i), p, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(arr, start, v), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, like, count):
+    """`count` vectors of zeros of `like`'s dtype."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    v = Vectors(like.dtype, count.literal_value, _width(like.dtype))
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(v), None)
+    return v(like, count), codegen
+
+
+@intrinsic
+def vfma(typingctx, v, a, b):
+    """v * a + b in every lane, by llvm.fmuladd: one FMA instruction per vector where the target has
+    FMA (AVX2, AVX-512, NEON), a multiply and an add elsewhere (SSE2)."""
+    def codegen(context, builder, sig, args):
+        vty = ir.VectorType(context.get_value_type(v.dtype), v.width)
+        name = f"llvm.fmuladd.v{v.width}{vty.element.intrinsic_name}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+        va, vb = _splat(builder, args[1], v.width), _splat(builder, args[2], v.width)
+        return _each(builder, v, args[0], lambda i, x: builder.call(fn, [x, va, vb]))
+    return v(v, v.dtype, v.dtype), codegen
+
+
+@intrinsic
+def vadd(typingctx, u, v):
+    """u + v, vector by vector (same count)."""
+    if u != v:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _each(builder, v, args[0], lambda i, x: builder.fadd(x, builder.extract_value(args[1], i)))
+    return v(u, v), codegen
+
+
+@intrinsic
+def vfold(typingctx, v):
+    """Half as many vectors: the i-th is v[i] + v[i + count / 2] (count even)."""
+    if v.count % 2:
+        return None
+    half = Vectors(v.dtype, v.count // 2, v.width)
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        return _each(builder, half, context.get_constant_undef(half), lambda i, _: builder.fadd(
+            builder.extract_value(x, i), builder.extract_value(x, i + half.count)))
+    return half(v), codegen
+
+
+@intrinsic
+def one_chunk_at_a_time(typingctx):
+    """An empty asm statement marked convergent: LLVM does not runtime-unroll a loop that holds one.
+    Unrolled, a chunk loop interleaves two chunks' chains and needs twice the registers (seen with
+    znver3's scheduling model, whose large loop buffer asks for unrolling): chains go to the stack."""
+    def codegen(context, builder, sig, args):
+        asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "", side_effect=True)
+        builder.call(asm, [], attrs=("convergent",))
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 @njit(inline="always")
-def stack_array(x, n):
-    """n (a compile-time constant) elements of x's dtype on the stack. Unlike an np.empty (heap)
-    array, LLVM knows a stack array aliases neither input nor output, so its elements are promoted
-    to registers and the chains are not stored and reloaded per vector."""
-    return numba.carray(_stack_ptr(n, x.dtype), (n,))
+def store_sums(partial, t, sums):
+    """Row t of `partial` = the running sums, then zeros."""
+    row = partial[t]
+    vstore(row, 0, sums)
+    for j in range(vector_count(sums) * width(row), row.size):
+        row[j] = 0
 
 
-#: Fast-math without reassociation: `contract` fuses v*a + b into one FMA, and the lanes are
-#: independent, so nothing needs reordering. Allowing it lets LLVM's loop vectorizer treat every
-#: running sum as a reduction over chunks and vectorize the chunk loop with gathers (seen on AVX2)
-#: instead of packing the unrolled lanes into whole vectors.
-FASTMATH = {"contract", "nnan", "ninf", "nsz", "arcp", "afn"}
+def vector_count(v):  # typed by the overload below
+    raise NotImplementedError
 
 
-@njit(inline="always")
-def store_sums(partial, t, tot, n):
-    """Row t of `partial` = the n running sums, then zeros. Only constant indices touch `tot`: one
-    variable index would keep the whole array in memory instead of in registers."""
-    for j in range(n):
-        partial[t, j] = tot[j]
-    for j in range(n, partial.shape[1]):
-        partial[t, j] = 0
+@overload(vector_count, inline="always")
+def _vector_count(v):
+    n = v.count
+    return lambda v: n
 
 
-@njit(parallel=True, fastmath=FASTMATH, boundscheck=False, cache=True)
+@njit(parallel=True, boundscheck=False, cache=True)
 def sweep_rw(x, out, fmas, a, b, nthreads, passes):
     """out[i] = f(x[i]), f applying `fmas` FMAs v = v*a + b; each thread owns a contiguous range,
-    which it streams `passes` times (cache-sized working sets are timed over many passes)."""
-    lanes = rw_lanes(x)
+    which it streams `passes` times (cache-sized working sets are timed over many passes). With
+    fmas = 0 a chunk goes from x to out through registers: pure traffic."""
+    lanes = RW_CHAINS * width(x)
     nchunks = x.size // lanes
     for t in prange(nthreads):
         c0 = t * nchunks // nthreads
         c1 = (t + 1) * nchunks // nthreads
-        if fmas == 0:  # pure traffic: no staging through the chains
-            for _p in range(passes):
-                for c in range(c0, c1):
-                    # Unsigned indices: numba skips its negative-index wraparound, which blocks vectorizing.
-                    base = uint64(c) * uint64(lanes)
-                    for j in range(lanes):
-                        out[base + uint64(j)] = x[base + uint64(j)]
-        else:
-            acc = stack_array(x, lanes)
-            for _p in range(passes):
-                for c in range(c0, c1):
-                    base = uint64(c) * uint64(lanes)
-                    for j in range(lanes):
-                        acc[j] = x[base + uint64(j)]
-                    for _ in range(fmas):
-                        for j in range(lanes):
-                            acc[j] = acc[j] * a + b
-                    for j in range(lanes):
-                        out[base + uint64(j)] = acc[j]
+        for _p in range(passes):
+            for c in range(c0, c1):
+                one_chunk_at_a_time()
+                base = uint64(c) * uint64(lanes)
+                acc = vload(x, base, RW_CHAINS)
+                for _ in range(fmas):
+                    acc = vfma(acc, a, b)
+                vstore(out, base, acc)
 
 
-@njit(parallel=True, fastmath=FASTMATH, boundscheck=False, cache=True)
+@njit(parallel=True, boundscheck=False, cache=True)
 def sweep_ro(x, partial, fmas, a, b, nthreads, passes):
     """Read-only: row t of `partial` holds thread t's running sums of f(x[i]) over its range and all
-    passes (the rest of the row zero). The pure read loop (fmas = 0) sums straight from memory into
-    as many sums as it has chains; with FMAs, each chunk's chains are folded into half as many sums,
-    so chains and sums fit the register file together."""
+    passes (the rest of the row zero). The pure read loop (fmas = 0) adds straight from memory into
+    READ_SUMS sums; with FMAs, each chunk's RO_CHAINS chains are folded into RO_SUMS sums, so chains
+    and sums fit the register file together."""
     for t in prange(nthreads):
         if fmas == 0:
-            lanes = read_lanes(x)
+            lanes = READ_SUMS * width(x)
             nchunks = x.size // lanes
             c0 = t * nchunks // nthreads
             c1 = (t + 1) * nchunks // nthreads
-            tot = stack_array(x, lanes)
-            for j in range(lanes):
-                tot[j] = 0
+            read_tot = vzeros(x, READ_SUMS)
             for _p in range(passes):
                 for c in range(c0, c1):
-                    base = uint64(c) * uint64(lanes)
-                    for j in range(lanes):
-                        tot[j] += x[base + uint64(j)]
-            store_sums(partial, t, tot, lanes)
+                    read_tot = vadd(read_tot, vload(x, uint64(c) * uint64(lanes), READ_SUMS))
+            store_sums(partial, t, read_tot)
         else:
-            lanes = ro_lanes(x)
-            sums = ro_sum_lanes(x)
+            lanes = RO_CHAINS * width(x)
             nchunks = x.size // lanes
             c0 = t * nchunks // nthreads
             c1 = (t + 1) * nchunks // nthreads
-            acc = stack_array(x, lanes)
-            tot = stack_array(x, sums)
-            for j in range(sums):
-                tot[j] = 0
+            tot = vzeros(x, RO_SUMS)
             for _p in range(passes):
                 for c in range(c0, c1):
-                    base = uint64(c) * uint64(lanes)
-                    for j in range(lanes):
-                        acc[j] = x[base + uint64(j)]
+                    one_chunk_at_a_time()
+                    acc = vload(x, uint64(c) * uint64(lanes), RO_CHAINS)
                     for _ in range(fmas):
-                        for j in range(lanes):
-                            acc[j] = acc[j] * a + b
-                    for j in range(sums):  # lanes == 2 * sums (cpu_isa.kernel_shape)
-                        tot[j] += acc[j] + acc[j + sums]
-            store_sums(partial, t, tot, sums)
+                        acc = vfma(acc, a, b)
+                    tot = vadd(tot, vfold(acc))
+            store_sums(partial, t, tot)
 
 
 # -- the core clock, measured -----------------------------------------------------------------
