@@ -142,5 +142,16 @@ def test_cpu_caches_from_sysfs(tmp_path):
         [(1, 48 << 10, 1), (2, 1 << 20, 1), (3, 32 << 20, 2)]
 
 
-def test_default_buffer_is_many_times_the_last_level_cache(backend):
-    assert backend.default_buffer_bytes() >= 8 * backend.cache_bytes()
+def test_default_buffer_is_many_times_the_last_level_cache(backend, monkeypatch):
+    monkeypatch.setattr(backend, "cache_bytes", lambda: 32 << 20)
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 64 << 30)
+    assert backend.default_buffer_bytes() == 8 * (32 << 20)
+
+
+def test_default_buffer_leaves_memory_for_the_check(backend, monkeypatch):
+    """A guest reporting a 300 MiB L3 with 24 GiB of memory: 1.2 GiB per array, not 2.4 GiB."""
+    monkeypatch.setattr(backend, "cache_bytes", lambda: 300 << 20)
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 24 << 30)
+    assert backend.default_buffer_bytes() == (24 << 30) // 20
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 256 << 20)
+    assert backend.default_buffer_bytes() == 64 << 20

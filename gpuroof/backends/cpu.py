@@ -209,6 +209,8 @@ class CpuBackend(Backend):
             "cores_used": self.facts["cores_used"],
             "threads": self.threads,
             "vector_unit": None if unit is None else {"width_bits": unit[0], "fma_pipes": unit[1]},
+            # what the sweep kernels were compiled for: vector width (and why), chains per loop
+            "kernel_shape": self._k.SHAPE.to_dict(),
             "isa": [f for f in ("avx512f", "avx2", "fma", "avx", "sse2", "neon", "asimd")
                     if f in self.facts.get("flags", [])],
             "caches": self.caches,
@@ -229,8 +231,12 @@ class CpuBackend(Backend):
         return _meminfo_available()
 
     def default_buffer_bytes(self) -> int:
-        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB."""
-        return max(8 * self.cache_bytes(), 64 << 20)
+        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB, and at most
+        1/20 of the available memory: the sweep's input fill and its closed-form check hold several
+        float64 copies of a buffer (at its peak about 12× the bytes of a float32 buffer).
+        A guest that reports its host's whole L3 (300 MiB) would otherwise need more than it has;
+        a streamed buffer a few times the LLC still misses it on every line."""
+        return max(min(8 * self.cache_bytes(), self.free_memory_bytes() // 20), 64 << 20)
 
     def granule(self, dtype: str) -> int:
         """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
