@@ -149,9 +149,24 @@ def test_default_buffer_is_many_times_the_last_level_cache(backend, monkeypatch)
 
 
 def test_default_buffer_leaves_memory_for_the_check(backend, monkeypatch):
-    """A guest reporting a 300 MiB L3 with 24 GiB of memory: 1.2 GiB per array, not 2.4 GiB."""
+    """A guest reporting a 300 MiB L3 with 24 GiB of memory: 1.5 GiB per array, not 2.4 GiB."""
     monkeypatch.setattr(backend, "cache_bytes", lambda: 300 << 20)
     monkeypatch.setattr(backend, "free_memory_bytes", lambda: 24 << 30)
-    assert backend.default_buffer_bytes() == (24 << 30) // 20
+    assert backend.default_buffer_bytes() == (24 << 30) // 16
     monkeypatch.setattr(backend, "free_memory_bytes", lambda: 256 << 20)
     assert backend.default_buffer_bytes() == 64 << 20
+
+
+@pytest.mark.parametrize("fmas", [0, 1])
+def test_ro_sums_stay_exact_across_flushes(backend, fmas):
+    """Threads whose range is 2.5 × FLUSH_CHUNKS chunks add their sums into float64 in parts, and
+    many passes over a small range add them every few passes: the sums are exact either way, and
+    only the final float64 -> float32 rounding of each lane is left (relative 6e-8 at most)."""
+    k = backend._k
+    chunk = max(k.READ_SUMS, k.RO_CHAINS) * k.SHAPE.vector_bytes  # bytes
+    buf = backend.alloc_sweep("float32", backend.threads * (5 * k.FLUSH_CHUNKS // 2) * chunk)
+    for elements, passes in ((buf.elements, 2), (backend.granule("float32") * 4, 3 * k.FLUSH_CHUNKS)):
+        launch = backend.sweep_launch(buf, fmas, "ro", elements, passes)
+        buf.partial[...] = np.nan
+        launch.run()
+        assert check(backend, buf, "ro", fmas, elements, launch.partial_elements, passes) <= 1e-7

@@ -232,11 +232,11 @@ class CpuBackend(Backend):
 
     def default_buffer_bytes(self) -> int:
         """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB, and at most
-        1/20 of the available memory: the sweep's input fill and its closed-form check hold several
+        1/16 of the available memory: the sweep's input fill and its closed-form check hold several
         float64 copies of a buffer (at its peak about 12× the bytes of a float32 buffer).
         A guest that reports its host's whole L3 (300 MiB) would otherwise need more than it has;
         a streamed buffer a few times the LLC still misses it on every line."""
-        return max(min(8 * self.cache_bytes(), self.free_memory_bytes() // 20), 64 << 20)
+        return max(min(8 * self.cache_bytes(), self.free_memory_bytes() // 16), 64 << 20)
 
     def granule(self, dtype: str) -> int:
         """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
