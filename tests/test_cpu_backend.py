@@ -38,7 +38,7 @@ def backend():
 @pytest.mark.parametrize("variant", ["rw", "ro"])
 @pytest.mark.parametrize("fmas", [0, 1, 2, 3, 17])
 def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
-    buf = backend.alloc_sweep(dtype, 4 * backend.granule() * 8)
+    buf = backend.alloc_sweep(dtype, 4 * backend.granule(dtype) * 8)
     launch = backend.sweep_launch(buf, fmas, variant, buf.elements)
     buf.partial[...] = np.nan
     buf.out[...] = np.nan
@@ -50,7 +50,7 @@ def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
 
 
 def test_check_catches_a_wrong_result(backend):
-    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
     launch = backend.sweep_launch(buf, 1, "rw", buf.elements)
     launch.run()
     buf.out[5] += 1
@@ -59,7 +59,7 @@ def test_check_catches_a_wrong_result(backend):
 
 def test_ro_kernel_covers_every_element(backend):
     """The per-thread partial sums add up to the closed-form sum over the whole range."""
-    buf = backend.alloc_sweep("float64", backend.granule() * 8 * 16)
+    buf = backend.alloc_sweep("float64", backend.granule("float64") * 8 * 16)
     launch = backend.sweep_launch(buf, 0, "ro", buf.elements)
     launch.run()
     assert buf.partial.sum() == pytest.approx(buf.x.sum(), rel=1e-15)
@@ -68,9 +68,9 @@ def test_ro_kernel_covers_every_element(backend):
 
 
 def test_launch_rejects_element_counts_off_the_granule(backend):
-    buf = backend.alloc_sweep("float32", backend.granule() * 4 * 2)
+    buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
     with pytest.raises(ValueError):
-        backend.sweep_launch(buf, 1, "rw", backend.granule() + 1)
+        backend.sweep_launch(buf, 1, "rw", backend.granule("float32") + 1)
 
 
 def test_unknown_dtype_and_device_are_usage_errors(backend):
@@ -151,5 +151,31 @@ def test_cpu_caches_from_sysfs(tmp_path):
         [(1, 48 << 10, 1), (2, 1 << 20, 1), (3, 32 << 20, 2)]
 
 
-def test_default_buffer_is_many_times_the_last_level_cache(backend):
-    assert backend.default_buffer_bytes() >= 8 * backend.cache_bytes()
+def test_default_buffer_is_many_times_the_last_level_cache(backend, monkeypatch):
+    monkeypatch.setattr(backend, "cache_bytes", lambda: 32 << 20)
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 64 << 30)
+    assert backend.default_buffer_bytes() == 8 * (32 << 20)
+
+
+def test_default_buffer_leaves_memory_for_the_check(backend, monkeypatch):
+    """A guest reporting a 300 MiB L3 with 24 GiB of memory: 1.5 GiB per array, not 2.4 GiB."""
+    monkeypatch.setattr(backend, "cache_bytes", lambda: 300 << 20)
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 24 << 30)
+    assert backend.default_buffer_bytes() == (24 << 30) // 16
+    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 256 << 20)
+    assert backend.default_buffer_bytes() == 64 << 20
+
+
+@pytest.mark.parametrize("fmas", [0, 1])
+def test_ro_sums_stay_exact_across_flushes(backend, fmas):
+    """Threads whose range is 2.5 × FLUSH_CHUNKS chunks add their sums into float64 in parts, and
+    many passes over a small range add them every few passes: the sums are exact either way, and
+    only the final float64 -> float32 rounding of each lane is left (relative 6e-8 at most)."""
+    k = backend._k
+    chunk = max(k.READ_SUMS, k.RO_CHAINS) * k.SHAPE.vector_bytes  # bytes
+    buf = backend.alloc_sweep("float32", backend.threads * (5 * k.FLUSH_CHUNKS // 2) * chunk)
+    for elements, passes in ((buf.elements, 2), (backend.granule("float32") * 4, 3 * k.FLUSH_CHUNKS)):
+        launch = backend.sweep_launch(buf, fmas, "ro", elements, passes)
+        buf.partial[...] = np.nan
+        launch.run()
+        assert check(backend, buf, "ro", fmas, elements, launch.partial_elements, passes) <= 1e-7

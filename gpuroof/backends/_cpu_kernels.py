@@ -1,99 +1,327 @@
-"""numba kernels of the CPU backend: the same sweep semantics as kernels/sweep.cu."""
+"""numba kernels of the CPU backend: the same sweep semantics as kernels/sweep.cu, sized to the ISA.
+
+The chains are explicit vectors: a chunk of a thread's range is one `Vectors` value, `count` LLVM
+vectors of the register width, loaded, FMA'd, summed and stored by the intrinsics below. Scalar
+loops over lanes leave the vectors to LLVM's vectorizers, whose result depends on the target and
+the dtype (fully unrolled and left scalar for float64 on AVX2, folded sums scalarized, chains
+spilled to the stack). Explicit vectors leave only register allocation to the compiler, and the
+shape (cpu_isa.kernel_shape) keeps every live vector within the register file.
+"""
 from __future__ import annotations
 
-import numba
+import platform
+
+import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types, uint64
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, models, overload, register_model
 
-#: Bytes of independent lanes per chunk: 256 float32 or 128 float64 lanes, 16 AVX-512 registers
-#: either way, enough independent chains to cover FMA latency (4 cycles) times two FMA pipes and
-#: registers left for the constants. The innermost loops run over the lanes with a trip count that
-#: is a compile-time constant per dtype, so LLVM turns them into vector FMAs.
-CHUNK_BYTES = 1024
-#: The most lanes of any dtype (float32): granules and the partial-sum buffer are sized by it.
-LANES = CHUNK_BYTES // 4
+from gpuroof.backends.cpu_isa import KernelShape, configure_codegen, kernel_shape, vector_isa
+
+#: Before the first numba code generation of the process, which the njit(cache=True) decorators
+#: below start: the code generator's features are fixed when it is created.
+VECTOR_WIDTH_REASON = configure_codegen()
+#: Chains and sums of the instruction set numba compiles for (see cpu_isa.kernel_shape): every
+#: accumulator of the innermost loops fits the vector register file, so none is spilled to the stack.
+SHAPE: KernelShape = kernel_shape(vector_isa(width_reason=VECTOR_WIDTH_REASON))
+#: The most partial sums per thread of any dtype and variant (float32's): the ro output row size.
+LANES = SHAPE.partial_lanes(4)
+#: Vectors per chunk of each loop, as module constants: numba types them as literals, which the
+#: intrinsics need to know the count at compile time.
+RW_CHAINS = SHAPE.rw_chains  # read-write FMA loop (and the copy loop, fmas = 0)
+RO_CHAINS = SHAPE.ro_chains  # read-only FMA loop
+RO_SUMS = SHAPE.ro_sums  # running sums the ro chains are folded into (RO_CHAINS == 2 * RO_SUMS)
+READ_SUMS = SHAPE.read_sums  # running sums of the pure read loop (fmas = 0)
 
 
-def lanes_of(x):  # typed by the overload below: a compile-time constant per dtype
+class Vectors(types.Type):
+    """`count` vector registers of `width` elements of `dtype`, one LLVM value
+    [count x <width x dtype>]: after inlining, LLVM splits it into `count` independent SSA vectors."""
+
+    def __init__(self, dtype, count: int, width: int):
+        self.dtype, self.count, self.width = dtype, count, width
+        super().__init__(name=f"Vectors({dtype}, {count}x{width})")
+
+
+@register_model(Vectors)
+class _VectorsModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.ArrayType(ir.VectorType(elem, fe_type.width), fe_type.count))
+
+
+def _width(dtype) -> int:
+    """Elements of `dtype` per vector register."""
+    return SHAPE.vector_bytes * 8 // dtype.bitwidth
+
+
+def width(x):  # typed by the overload below: a compile-time constant per dtype
     raise NotImplementedError
 
 
-@overload(lanes_of, inline="always")
-def _lanes_of(x):
-    n = CHUNK_BYTES * 8 // x.dtype.bitwidth
+@overload(width, inline="always")
+def _width_overload(x):
+    n = _width(x.dtype)
     return lambda x: n
 
 
+def _vector_ptrs(context, builder, arrty, arr, start, v: Vectors):
+    """Pointers to the `v.count` consecutive vectors of `arr` from element `start`."""
+    data = cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+    vptr = ir.VectorType(context.get_value_type(v.dtype), v.width).as_pointer()
+    start = builder.sext(start, cgutils.intp_t) if start.type.width < 64 else start
+    return [builder.bitcast(builder.gep(data, [builder.add(start, cgutils.intp_t(i * v.width))]), vptr)
+            for i in range(v.count)]
+
+
+def _each(builder, v: Vectors, value, fn):
+    """Vectors whose i-th vector is fn(i, <i-th vector of `value`>)."""
+    out = ir.Constant(value.type, ir.Undefined)
+    for i in range(v.count):
+        out = builder.insert_value(out, fn(i, builder.extract_value(value, i)), i)
+    return out
+
+
+def _splat(builder, scalar, n: int):
+    vec = builder.insert_element(ir.Constant(ir.VectorType(scalar.type, n), ir.Undefined), scalar,
+                                 ir.IntType(32)(0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+@intrinsic(prefer_literal=True)
+def vload(typingctx, arr, start, count):
+    """`count` vectors of `arr` from element `start` (no bounds check; elements need not be aligned)."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    v = Vectors(arr.dtype, count.literal_value, _width(arr.dtype))
+
+    def codegen(context, builder, sig, args):
+        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
+        align = arr.dtype.bitwidth // 8
+        return _each(builder, v, context.get_constant_undef(v), lambda i, _: builder.load(ptrs[i], align=align))
+    return v(arr, start, count), codegen
+
+
 @intrinsic
-def _stack_ptr(typingctx, size, dtype):
-    """A pointer to `size` elements of `dtype` on the stack (an LLVM alloca in the entry block)."""
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=args[0])
-    return types.CPointer(dtype.dtype)(types.int64, dtype), codegen
+def vstore(typingctx, arr, start, v):
+    """arr[start : start + v.count * v.width] = v (no bounds check)."""
+    def codegen(context, builder, sig, args):
+        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
+        for i, p in enumerate(ptrs):
+            builder.store(builder.extract_value(args[2], i), p, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(arr, start, v), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, like, count):
+    """`count` vectors of zeros of `like`'s dtype."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    v = Vectors(like.dtype, count.literal_value, _width(like.dtype))
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(v), None)
+    return v(like, count), codegen
+
+
+@intrinsic
+def vfma(typingctx, v, a, b):
+    """v * a + b in every lane, by llvm.fmuladd: one FMA instruction per vector where the target has
+    FMA (AVX2, AVX-512, NEON), a multiply and an add elsewhere (SSE2)."""
+    def codegen(context, builder, sig, args):
+        vty = ir.VectorType(context.get_value_type(v.dtype), v.width)
+        name = f"llvm.fmuladd.v{v.width}{vty.element.intrinsic_name}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+        va, vb = _splat(builder, args[1], v.width), _splat(builder, args[2], v.width)
+        return _each(builder, v, args[0], lambda i, x: builder.call(fn, [x, va, vb]))
+    return v(v, v.dtype, v.dtype), codegen
+
+
+@intrinsic
+def vadd(typingctx, u, v):
+    """u + v, vector by vector (same count)."""
+    if u != v:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _each(builder, v, args[0], lambda i, x: builder.fadd(x, builder.extract_value(args[1], i)))
+    return v(u, v), codegen
+
+
+@intrinsic
+def vfold(typingctx, v):
+    """Half as many vectors: the i-th is v[i] + v[i + count / 2] (count even)."""
+    if v.count % 2:
+        return None
+    half = Vectors(v.dtype, v.count // 2, v.width)
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        return _each(builder, half, context.get_constant_undef(half), lambda i, _: builder.fadd(
+            builder.extract_value(x, i), builder.extract_value(x, i + half.count)))
+    return half(v), codegen
+
+
+@intrinsic
+def vflush(typingctx, acc, v):
+    """acc[: v.count * v.width] += v, in acc's dtype (float64): straight-line code, no loop."""
+    def codegen(context, builder, sig, args):
+        acc_v = Vectors(acc.dtype, v.count, v.width)
+        ptrs = _vector_ptrs(context, builder, acc, args[0], context.get_constant(types.intp, 0), acc_v)
+        wide = ir.VectorType(context.get_value_type(acc.dtype), v.width)
+        for i, ptr in enumerate(ptrs):
+            x = builder.extract_value(args[1], i)
+            x = builder.fpext(x, wide) if x.type != wide else x
+            builder.store(builder.fadd(builder.load(ptr, align=8), x), ptr, align=8)
+        return context.get_dummy_value()
+    if acc.dtype != types.float64:
+        return None
+    return types.none(acc, v), codegen
+
+
+@intrinsic
+def one_chunk_at_a_time(typingctx):
+    """An empty asm statement marked convergent: LLVM does not runtime-unroll a loop that holds one.
+    Unrolled, a chunk loop interleaves two chunks' chains and needs twice the registers (seen with
+    znver3's scheduling model, whose large loop buffer asks for unrolling): chains go to the stack."""
+    def codegen(context, builder, sig, args):
+        asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "", side_effect=True)
+        builder.call(asm, [], attrs=("convergent",))
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+#: Chunks whose sums a running sum takes before it is added into a float64 total. A float32 lane
+#: then holds at most 2 × 65536 values of |v| ≤ 30.5 (under 2^22), where every sum of half-integers
+#: is exact: the ro result stays exact whatever the buffer size and the number of passes (a lane
+#: of a 1.5 GB buffer held ten times more, and its sums no longer matched the closed form).
+FLUSH_CHUNKS = 1 << 16
 
 
 @njit(inline="always")
-def stack_lanes(x):
-    """lanes_of(x) elements of x's dtype on the stack. Unlike an np.empty (heap) array, LLVM knows a stack array
-    aliases neither input nor output, so the chains stay in registers between FMAs instead of
-    being stored and reloaded per vector: that store capped the memory-bound points."""
-    n = lanes_of(x)
-    return numba.carray(_stack_ptr(n, x.dtype), (n,))
+def read_chunks(x, tot, c0, c1, lanes):
+    for c in range(c0, c1):
+        tot = vadd(tot, vload(x, uint64(c) * uint64(lanes), READ_SUMS))
+    return tot
 
 
-@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+@njit(inline="always")
+def fma_chunks(x, tot, c0, c1, lanes, fmas, a, b):
+    for c in range(c0, c1):
+        one_chunk_at_a_time()
+        acc = vload(x, uint64(c) * uint64(lanes), RO_CHAINS)
+        for _ in range(fmas):
+            acc = vfma(acc, a, b)
+        tot = vadd(tot, vfold(acc))
+    return tot
+
+
+@njit(inline="always")
+def store_totals(partial, t, total):
+    """Row t of `partial` = the float64 totals, rounded once to the row's dtype."""
+    for j in range(partial.shape[1]):
+        partial[t, j] = total[j]
+
+
+@njit(parallel=True, boundscheck=False, cache=True)
 def sweep_rw(x, out, fmas, a, b, nthreads, passes):
     """out[i] = f(x[i]), f applying `fmas` FMAs v = v*a + b; each thread owns a contiguous range,
-    which it streams `passes` times (cache-sized working sets are timed over many passes)."""
-    lanes = lanes_of(x)
+    which it streams `passes` times (cache-sized working sets are timed over many passes). With
+    fmas = 0 a chunk goes from x to out through registers: pure traffic."""
+    lanes = RW_CHAINS * width(x)
     nchunks = x.size // lanes
     for t in prange(nthreads):
-        acc = stack_lanes(x)
         c0 = t * nchunks // nthreads
         c1 = (t + 1) * nchunks // nthreads
         for _p in range(passes):
             for c in range(c0, c1):
-                # Unsigned indices: numba skips its negative-index wraparound, which blocks vectorizing.
+                one_chunk_at_a_time()
                 base = uint64(c) * uint64(lanes)
-                if fmas == 0:  # pure traffic: no staging through the chains
-                    for j in range(lanes):
-                        out[base + uint64(j)] = x[base + uint64(j)]
-                    continue
-                for j in range(lanes):
-                    acc[j] = x[base + uint64(j)]
+                acc = vload(x, base, RW_CHAINS)
                 for _ in range(fmas):
-                    for j in range(lanes):
-                        acc[j] = acc[j] * a + b
-                for j in range(lanes):
-                    out[base + uint64(j)] = acc[j]
+                    acc = vfma(acc, a, b)
+                vstore(out, base, acc)
 
 
-@njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+@njit(parallel=True, boundscheck=False, cache=True)
 def sweep_ro(x, partial, fmas, a, b, nthreads, passes):
-    """Read-only: partial[t, j] = sum of f(x[i]) over lane j of thread t's range and all passes."""
-    lanes = lanes_of(x)
-    nchunks = x.size // lanes
+    """Read-only: row t of `partial` holds thread t's sums of f(x[i]) over its range and all passes
+    (the rest of the row zero). The pure read loop (fmas = 0) adds straight from memory into
+    READ_SUMS sums; with FMAs, each chunk's RO_CHAINS chains are folded into RO_SUMS sums, so chains
+    and sums fit the register file together. Every FLUSH_CHUNKS chunks at most (whole passes when a
+    pass is shorter) the sums are added into float64 totals, outside the chunk loops."""
     for t in prange(nthreads):
-        acc = stack_lanes(x)
-        tot = stack_lanes(x)
-        for j in range(lanes):
-            tot[j] = 0
+        total = np.zeros(partial.shape[1], np.float64)
+        if fmas == 0:
+            lanes = READ_SUMS * width(x)
+        else:
+            lanes = RO_CHAINS * width(x)
+        nchunks = x.size // lanes
         c0 = t * nchunks // nthreads
         c1 = (t + 1) * nchunks // nthreads
-        for _p in range(passes):
-            for c in range(c0, c1):
-                base = uint64(c) * uint64(lanes)
-                if fmas == 0:  # pure traffic: sum straight from memory
-                    for j in range(lanes):
-                        tot[j] += x[base + uint64(j)]
-                    continue
-                for j in range(lanes):
-                    acc[j] = x[base + uint64(j)]
-                for _ in range(fmas):
-                    for j in range(lanes):
-                        acc[j] = acc[j] * a + b
-                for j in range(lanes):
-                    tot[j] += acc[j]
-        for j in range(LANES):
-            partial[t, j] = tot[j] if j < lanes else 0
+        split = c1 - c0 > FLUSH_CHUNKS  # a pass is flushed in parts, else every `per` passes
+        per = max(1, FLUSH_CHUNKS // max(1, c1 - c0))
+        for p0 in range(0, passes, per):
+            if fmas == 0:
+                read_tot = vzeros(x, READ_SUMS)
+                for _p in range(p0, min(passes, p0 + per)):
+                    for b0 in range(c0, c1, FLUSH_CHUNKS):
+                        read_tot = read_chunks(x, read_tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes)
+                        if split:
+                            vflush(total, read_tot)
+                            read_tot = vzeros(x, READ_SUMS)
+                vflush(total, read_tot)
+            else:
+                tot = vzeros(x, RO_SUMS)
+                for _p in range(p0, min(passes, p0 + per)):
+                    for b0 in range(c0, c1, FLUSH_CHUNKS):
+                        tot = fma_chunks(x, tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes, fmas, a, b)
+                        if split:
+                            vflush(total, tot)
+                            tot = vzeros(x, RO_SUMS)
+                vflush(total, tot)
+        store_totals(partial, t, total)
+
+
+# -- the core clock, measured -----------------------------------------------------------------
+
+#: Dependent integer adds per asm block: one register, each add reading the previous result, so the
+#: block takes exactly one cycle per add on every x86-64 and arm64 core (integer add latency 1;
+#: register + register adds are not folded at rename as some cores do with small immediates).
+CLOCK_ADDS = 1000
+_CHAIN_ASM = {
+    "x86_64": "\n".join(["addq $2, $0"] * CLOCK_ADDS),
+    "aarch64": "\n".join(["add $0, $0, $2"] * CLOCK_ADDS),
+}
+_MACHINE = platform.machine().lower()
+#: None where no chain is written for this machine: the clock is then not measured, only reported.
+CHAIN_ASM = _CHAIN_ASM.get({"amd64": "x86_64", "arm64": "aarch64"}.get(_MACHINE, _MACHINE))
+
+
+if CHAIN_ASM is not None:
+    import llvmlite.binding
+
+    llvmlite.binding.initialize_native_asmparser()  # numba's JIT does not load it; inline asm needs it
+
+
+@intrinsic
+def _add_chain(typingctx, v, step):
+    """v + CLOCK_ADDS × step, computed by CLOCK_ADDS dependent adds in inline assembly."""
+    from llvmlite import ir
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(64)])
+        return builder.call(ir.InlineAsm(fnty, CHAIN_ASM, "=r,0,r", side_effect=True), args)
+    return types.uint64(types.uint64, types.uint64), codegen
+
+
+@njit(nogil=True, cache=True)
+def add_chain(blocks):
+    """blocks × CLOCK_ADDS dependent adds from 0: returns the count (checked by the caller). nogil,
+    so that one Python thread per core runs it at once: the clock under load on every core."""
+    v = uint64(0)
+    for _ in range(blocks):
+        v = _add_chain(v, uint64(1))
+    return v

@@ -259,6 +259,8 @@ class CpuBackend(Backend):
             "cores_used": self.facts["cores_used"],
             "threads": self.threads,
             "vector_unit": None if unit is None else {"width_bits": unit[0], "fma_pipes": unit[1]},
+            # what the sweep kernels were compiled for: vector width (and why), chains per loop
+            "kernel_shape": self._k.SHAPE.to_dict(),
             "isa": [f for f in ("avx512f", "avx2", "fma", "avx", "sse2", "neon", "asimd")
                     if f in self.facts.get("flags", [])],
             "caches": self.caches,
@@ -279,16 +281,21 @@ class CpuBackend(Backend):
         return _meminfo_available()
 
     def default_buffer_bytes(self) -> int:
-        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB."""
-        return max(8 * self.cache_bytes(), 64 << 20)
+        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB, and at most
+        1/16 of the available memory: the sweep's input fill and its closed-form check hold several
+        float64 copies of a buffer (at its peak about 12× the bytes of a float32 buffer).
+        A guest that reports its host's whole L3 (300 MiB) would otherwise need more than it has;
+        a streamed buffer a few times the LLC still misses it on every line."""
+        return max(min(8 * self.cache_bytes(), self.free_memory_bytes() // 16), 64 << 20)
 
-    def granule(self) -> int:
-        return self._k.LANES * self.threads
+    def granule(self, dtype: str) -> int:
+        """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
+        return self._k.SHAPE.chunk_elements(ITEMSIZE[dtype]) * self.threads
 
     def alloc_sweep(self, dtype: str, nbytes: int) -> SweepBuffers:
         if dtype not in self.dtypes():
             raise UsageError(f"dtype {dtype}: the cpu backend supports {', '.join(self.dtypes())}")
-        granule = self.granule()
+        granule = self.granule(dtype)
         n = (nbytes // ITEMSIZE[dtype]) // granule * granule
         if n == 0:
             raise UsageError(f"--buffer-size {nbytes} bytes: too small (at least {granule * ITEMSIZE[dtype]} bytes)")
@@ -334,9 +341,10 @@ class CpuBackend(Backend):
 
     def compile(self, dtype: str) -> None:
         """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
-        buf = self.alloc_sweep(dtype, self.granule() * ITEMSIZE[dtype])
+        buf = self.alloc_sweep(dtype, self.granule(dtype) * ITEMSIZE[dtype])
         for variant in ("rw", "ro"):
-            self.sweep_launch(buf, 1, variant, buf.elements).run()
+            for fmas in (0, 1):  # two code paths in each kernel
+                self.sweep_launch(buf, fmas, variant, buf.elements).run()
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:
