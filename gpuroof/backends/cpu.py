@@ -281,12 +281,37 @@ class CpuBackend(Backend):
         return _meminfo_available()
 
     def default_buffer_bytes(self) -> int:
-        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB, and at most
-        1/16 of the available memory: the sweep's input fill and its closed-form check hold several
-        float64 copies of a buffer (at its peak about 12× the bytes of a float32 buffer).
-        A guest that reports its host's whole L3 (300 MiB) would otherwise need more than it has;
-        a streamed buffer a few times the LLC still misses it on every line."""
-        return max(min(8 * self.cache_bytes(), self.free_memory_bytes() // 16), 64 << 20)
+        """8× the last-level cache (so DRAM, not cache, is measured), at least 64 MiB. The input is
+        filled and checked in chunks, so memory beyond input and output is small at any size."""
+        return max(8 * self.cache_bytes(), 64 << 20)
+
+    def core_clock_mhz(self, seconds: float = 0.3) -> float | None:
+        """The core clock under load: one thread per core in use runs a chain of dependent integer
+        adds (one per cycle) for about `seconds`; MHz = adds / wall time, the slowest core's. None
+        where no chain is written for this machine."""
+        import threading
+
+        if self._k.CHAIN_ASM is None:
+            return None
+        self._k.add_chain(1)  # compiled (or loaded from cache) outside the timed window
+        t0 = time.perf_counter()
+        self._k.add_chain(2000)
+        probe = max(time.perf_counter() - t0, 1e-6)
+        blocks = max(1000, int(2000 * seconds / probe))
+        rates: list[float] = []
+
+        def run() -> None:
+            t = time.perf_counter()
+            n = self._k.add_chain(blocks)
+            dt = time.perf_counter() - t
+            if n == blocks * self._k.CLOCK_ADDS:  # the chain did every add
+                rates.append(n / dt / 1e6)
+        threads = [threading.Thread(target=run) for _ in range(self.facts["cores_used"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return min(rates) if len(rates) == len(threads) else None
 
     def granule(self, dtype: str) -> int:
         """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
