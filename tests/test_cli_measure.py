@@ -51,7 +51,7 @@ def test_show_and_json_contract(cpu_run, capsys):
 
 
 def test_measure_json_last_line(tmp_path, capsys):
-    rc = main(["measure", "--backend", "cpu", "--quick", "--dtype", "float32", "--buffer-size", "256M",
+    rc = main(["measure", "--backend", "cpu", "--quick", "--dtype", "float32",
                "--levels", "dram", "--no-matrix", "--out", str(tmp_path / "r"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

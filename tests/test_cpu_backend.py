@@ -157,12 +157,12 @@ def test_default_buffer_is_many_times_the_last_level_cache(backend, monkeypatch)
     assert backend.default_buffer_bytes() == 8 * (32 << 20)
 
 
-def test_default_buffer_leaves_memory_for_the_check(backend, monkeypatch):
-    """A guest reporting a 300 MiB L3 with 24 GiB of memory: 1.5 GiB per array, not 2.4 GiB."""
+def test_default_buffer_is_eight_last_level_caches(backend, monkeypatch):
+    """A guest reporting a 300 MiB L3: 2.4 GiB per array (fill and check run in chunks, so nothing
+    beyond input and output grows with it); at least 64 MiB."""
     monkeypatch.setattr(backend, "cache_bytes", lambda: 300 << 20)
-    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 24 << 30)
-    assert backend.default_buffer_bytes() == (24 << 30) // 16
-    monkeypatch.setattr(backend, "free_memory_bytes", lambda: 256 << 20)
+    assert backend.default_buffer_bytes() == 8 * (300 << 20)
+    monkeypatch.setattr(backend, "cache_bytes", lambda: 1 << 20)
     assert backend.default_buffer_bytes() == 64 << 20
 
 
