@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import math
 import statistics
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path

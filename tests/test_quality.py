@@ -1,7 +1,6 @@
 """Run quality, the ceiling statistic and a CPU's device key: units, and the run the readers pick."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
