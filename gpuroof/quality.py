@@ -74,7 +74,7 @@ class Activity:
         used = {}
         for pid, (name, s) in others1.items():
             before = self.others0.get(pid)
-            d = s - before[1] if before and before[0] == name else s if pid not in self.others0 else s - before[1]
+            d = s - before[1] if before and before[0] == name else s  # new, or a pid reused by another program
             if d > 0.005:
                 used[pid] = (name, d)
         total = sum(d for _, d in used.values())
