@@ -117,16 +117,29 @@ def _order_reasons(bandwidth: dict) -> list[str]:
             f"{bandwidth[lo] / 1e9:.1f} GB/s" for hi, lo in zip(names, names[1:]) if not bandwidth[hi] > bandwidth[lo]]
 
 
-def assess(meta: dict) -> dict:
-    """run.json's `quality`: ok and the reasons it is not, with the activity and platform it saw."""
+def busy_reasons(activity: dict | None, what: str = "the run") -> list[str]:
+    """Why a window was not quiet (other processes' share of the CPUs, steal), from `Activity.stop()`."""
+    act = activity or {}
     reasons = []
-    act = meta.get("activity") or {}
     share, steal = act.get("other_processes_share"), act.get("steal_share")
     if share is not None and share > BUSY_LIMIT:
         names = ", ".join(f"{p['name']} {p['cpu_s']:.1f} s" for p in act.get("busiest_other_processes", []))
-        reasons.append(f"busy: other processes used {share:.0%} of the CPUs' time during the run ({names})")
+        reasons.append(f"busy: other processes used {share:.0%} of the CPUs' time during {what} ({names})")
     if steal is not None and steal > STEAL_LIMIT:
         reasons.append(f"busy: the hypervisor took {steal:.0%} of the CPUs' time (steal)")
+    return reasons
+
+
+def window_quality(activity: dict | None, what: str = "the window") -> dict:
+    """The `quality` of a timed window that has no ceilings of its own (bench, profile, the API):
+    {"ok", "reasons", "activity"}; only whether the machine was quiet can be judged."""
+    reasons = busy_reasons(activity, what)
+    return {"ok": not reasons, "reasons": reasons, "activity": activity}
+
+
+def assess(meta: dict) -> dict:
+    """run.json's `quality`: ok and the reasons it is not, with the activity and platform it saw."""
+    reasons = busy_reasons(meta.get("activity"))
     ceilings = meta.get("ceilings") or {}
     reasons += _order_reasons(ceilings.get("bandwidth") or {})
     compute = ceilings.get("compute") or {}
