@@ -103,13 +103,13 @@ def concerns(c: Comparison, runs: list[Run]) -> list[list[Concern]]:
     for f in c.flags:
         by_run.setdefault(f["run"], []).append(f)
     for run, fs in by_run.items():  # one line per run: a sick card is often low on many ceilings at once
-        group = f"the median of the {fs[0]['group_runs']} {fs[0]['device']} runs"
+        group = f"the {fs[0]['group_runs']} {fs[0]['device']} runs"
         if len(fs) <= 2:
             text = "; ".join(f"{ceiling_title(f['kind'], f['ceiling'])} {si(f['value'], _unit(f), 3)} is "
                              f"{f['below']:.0%} below the median {si(f['group_median'], _unit(f), 3)}" for f in fs)
-            text += f" (of {group})"
+            text += f" (median of {group})"
         else:
-            text = f"{len(fs)} ceilings below {group}: " + ", ".join(
+            text = f"{len(fs)} ceilings below the median of {group}: " + ", ".join(
                 f"{ceiling_title(f['kind'], f['ceiling'])} -{f['below']:.0%}" for f in fs)
         out[index[run]].append(Concern("bad", text))
     groups: dict[tuple, list[int]] = {}

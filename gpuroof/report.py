@@ -558,7 +558,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {args.out}: the report is HTML (allowed: a .html file or a directory)")
         check_out_file(args.out)
     if not Path(args.run_dir).exists():
-        raise UsageError(f"{args.run_dir}: no such run directory or directory of runs")
+        raise UsageError(f"{args.run_dir}: no such directory, so no run.json (allowed: a run directory, or a "
+                         "directory holding runs)")
     lab = not is_run_dir(args.run_dir)
     if lab:
         from gpuroof.lab import write_lab

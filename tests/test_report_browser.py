@@ -340,3 +340,42 @@ def test_the_text_measurement_sees_clipped_and_overlapping_text(browser, tmp_pat
     assert any(c.startswith("wide wide") for c in got["clipped"])
     assert ["first line here", "second line on top"] in got["overlaps"]
     assert got["scrollWidth"] > 800
+
+
+# ----------------------------------------------------------------------------- the lab page
+
+
+@needs_browser
+@pytest.mark.parametrize("width", [1400, 800])
+def test_lab_page_text_is_neither_clipped_nor_overlapping(width, browser, tmp_path):
+    """`gpuroof report DIR` of many runs (committed real CPU runs, a degraded copy, the synthetic H100
+    fixture), at 1,400 and 800 CSS px: no text clipped or overlapping, no sideways scroll of the page,
+    the flagged runs first, every figure whole, every link to a run's report resolving."""
+    try:
+        from test_lab import CPU_RUNS, make_lab
+    except ImportError:
+        from tests.test_lab import CPU_RUNS, make_lab
+    from gpuroof.lab import write_lab
+
+    if not CPU_RUNS:
+        pytest.skip("results/ holds no device with three complete CPU runs")
+    page = write_lab(make_lab(tmp_path / "lab", days=True))
+    shot = tmp_path / f"lab-{width}.png"
+    got = measure_at_width(browser, page, width, shot)
+    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    assert got["lines"] > 100
+    assert got["clipped"] == [], got["clipped"][:5]
+    assert got["overlaps"] == [], got["overlaps"][:5]
+    assert got["scrollWidth"] <= width
+    assert got["verdictTop"] < 200  # the flagged runs are on the first screen
+    assert len(got["images"]) == 3  # rooflines, per ceiling, over time
+    for img in got["images"]:
+        assert img["inside"] and img["ratio"] < 0.01 and img["width"] > 0.6 * min(width, 1200) - 60, img
+    loaded = load_in_browser(browser, page, tmp_path / "lab-load.png")
+    assert loaded["errors"] == [] and loaded["scripts"] == 0
+    assert all(i["complete"] and i["w"] > 300 for i in loaded["images"])
+    assert loaded["h2"][0] == "Flagged first" and "Every run" in loaded["h2"]
+    assert "degraded-copy" in loaded["text"] and "synthetic-h100-fixture" in loaded["text"]

@@ -210,15 +210,7 @@ def rooflines_figure(c: "Comparison") -> Drawn:
                                     for pk in p["med"]["compute"].values()]), 5.0)
         placed: list[Any] = []
         missing: list[str] = []
-        for p in per:  # slopes first: they have the least room
-            m = p["model"]
-            lv = p["level"]
-            r = next(r for q, r in all_roofs if q is p and r.source == "measured" and r.kind == "bandwidth")
-            text = f"{m.tag + ' ' if several else ''}{lv.upper()} {si(r.value, 'B/s', 3)}" \
-                   + _share(r.value, p["theo"]["bandwidth"].get(lv))
-            lab = _slope_label(ax, placer, r, None, x_lo, y_lo, y_hi, text=text, colour=m.colour,
-                               gid=f"label:roof:{m.tag}:{lv}")
-            (placed if lab is not None else missing).append(lab if lab is not None else text)
+        # compute roofs first, highest first: near the right edge they have the least room
         compute = sorted(((p, r) for p, r in all_roofs if r.source == "measured" and r.kind == "compute"),
                          key=lambda pr: -pr[1].value)
         for p, r in compute:
@@ -232,6 +224,15 @@ def rooflines_figure(c: "Comparison") -> Drawn:
                                    offsets=[(-4, dy) for dy in (9, -9, 15, -15, 21, -21, 27, -27)],
                                    gid=f"label:roof:{m.tag}:{r.name}", fontsize=8, color=m.colour,
                                    fontweight="bold", accept=LabelPlacer.LABEL - 1, bbox=GROUND)
+            (placed if lab is not None else missing).append(lab if lab is not None else text)
+        for p in per:  # then the slopes: each has its whole length to choose from
+            m = p["model"]
+            lv = p["level"]
+            r = next(r for q, r in all_roofs if q is p and r.source == "measured" and r.kind == "bandwidth")
+            text = f"{m.tag + ' ' if several else ''}{lv.upper()} {si(r.value, 'B/s', 3)}" \
+                   + _share(r.value, p["theo"]["bandwidth"].get(lv))
+            lab = _slope_label(ax, placer, r, None, x_lo, y_lo, y_hi, text=text, colour=m.colour,
+                               gid=f"label:roof:{m.tag}:{lv}")
             (placed if lab is not None else missing).append(lab if lab is not None else text)
     caption = (f"The roofline of each device model at the median of its runs ({', '.join(p['model'].device for p in per)}): "
                "DRAM slope and compute roofs solid, each labelled once with its value and its share of the "
@@ -349,12 +350,32 @@ def run_times(c: "Comparison") -> pd.Series:
     return pd.to_datetime(c.runs["created_utc"], utc=True, errors="coerce", format="ISO8601")
 
 
+def _series_keys(c: "Comparison") -> pd.Series:
+    return c.runs["host"].astype(str) + "\0" + c.runs["backend"].astype(str) + "\0" + c.runs["device"].astype(str)
+
+
+def spanning(c: "Comparison") -> set[str]:
+    """The (host, device model) series whose runs lie a day or more apart."""
+    t = run_times(c)
+    spans = t.groupby(_series_keys(c)).agg(lambda s: (s.max() - s.min()).total_seconds() if s.notna().any() else 0.0)
+    return set(spans.index[spans.fillna(0) >= DAY_S])
+
+
 def spans_days(c: "Comparison") -> bool:
     """Whether the runs of some host (and device model) lie a day or more apart."""
-    t = run_times(c)
-    key = c.runs["host"].astype(str) + "\0" + c.runs["device"].astype(str)
-    spans = t.groupby(key).agg(lambda s: (s.max() - s.min()).total_seconds() if s.notna().any() else 0.0)
-    return bool((spans.fillna(0) >= DAY_S).any())
+    return bool(spanning(c))
+
+
+def _si_axis(ax: Any, unit: str) -> None:
+    """Linear y ticks with scaled units and just enough digits that no two ticks read the same."""
+    from matplotlib import ticker
+
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(4))
+    ticks = [v for v in ax.get_yticks() if ax.get_ylim()[0] <= v <= ax.get_ylim()[1]]
+    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=0)
+    top = max((abs(v) for v in ticks), default=0)
+    digits = 3 if not step or not top else max(3, math.ceil(math.log10(top / step)) + 1)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: si(y, unit, digits)))
 
 
 def over_time_figure(c: "Comparison") -> Drawn | None:
@@ -362,16 +383,16 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
     host's runs span a day (a time axis of minutes says nothing about drift)."""
     import matplotlib as mpl
     import matplotlib.dates as mdates
-    from matplotlib import ticker
     from matplotlib.lines import Line2D
 
-    if not spans_days(c):
+    long = spanning(c)
+    if not long:
         return None
     t = run_times(c)
     ms = {(m.backend, m.device): m for m in models(c)}
     runs = c.runs.assign(t=t, key=c.runs["host"].astype(str) + " · "
                          + [ms[(str(b), str(d))].tag for b, d in zip(c.runs["backend"], c.runs["device"])])
-    runs = runs[runs["t"].notna()]
+    runs = runs[runs["t"].notna() & _series_keys(c).isin(long)]  # a host measured once has no history
     keys = list(dict.fromkeys(runs["key"]))
     colours = {k: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, k in enumerate(keys)}
     markers = ("o", "s", "D", "^", "v", "P")
@@ -408,8 +429,7 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
             else:
                 span = max(hi - lo, hi * 0.05)
                 ax.set_ylim(max(0.0, lo - span * 0.25), hi + span * 0.25)
-                ax.yaxis.set_major_locator(ticker.MaxNLocator(4))
-                ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _, u=_unit(kind): si(y, u, 3)))
+                _si_axis(ax, _unit(kind))
             ax.set_xlim(t_lo - pad, t_hi + pad)
             loc = mdates.AutoDateLocator(minticks=2, maxticks=4)
             ax.xaxis.set_major_locator(loc)
@@ -425,10 +445,10 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
         fig.suptitle(f"Each ceiling over time, per host ({t_lo:%Y-%m-%d} to {t_hi:%Y-%m-%d}, UTC)", fontsize=10)
         _freeze_layout(fig)
     caption = (f"Each ceiling of {len(runs)} run(s) against the time it was measured, one line per host and device "
-               "model: a card that drifts (a failing fan, a memory channel, a driver update) shows as a step. "
-               "Flagged runs ringed in red.")
+               "model whose runs span a day or more: a card that drifts (a failing fan, a memory channel, a driver "
+               "update) shows as a step. Flagged runs ringed in red.")
     return Drawn("compare-over-time", fig, caption)
 
 
 __all__ = ["Model", "models", "short_tag", "ceiling_title", "rooflines_figure", "ceilings_figure", "over_time_figure",
-           "spans_days", "run_times", "MODEL_COLOURS"]
+           "spans_days", "spanning", "run_times", "MODEL_COLOURS"]
