@@ -203,18 +203,18 @@ def cards_html(c: Comparison, runs: list[Run], ids: list[str], page_dir: Path) -
     out = []
     for m in models(c):
         keys = [k for k in c.ceilings if any(_num(rows[i].get(k[2])) for i in m.members)]
-        head = ["#", "run", "host", "measured (UTC)", "clock"] + [ceiling_title(k, n).replace(" bandwidth", "")
-                                                                   for k, n, _ in keys]
+        head = ["run (measured, UTC)", "host", "clock"] + [ceiling_title(k, n).replace(" bandwidth", "")
+                                                            for k, n, _ in keys]
         body = []
         for i in m.members:
             r = rows[i]
-            cells = [ids[i], _run_link(r["run"], runs[i], page_dir), r.get("host") or "-",
-                     Cell(esc(_when(runs[i].meta)), "nw"), Cell(esc(fmt_clock(r.get("clock"), r.get("clock_mhz"))), "nw")]
+            cells = [Markup(f"{esc(ids[i])} {_run_link(r['run'], runs[i], page_dir)}"
+                            f'<span class="share">{esc(_when(runs[i].meta))}</span>'), r.get("host") or "-",
+                     Cell(esc(fmt_clock(r.get("clock"), r.get("clock_mhz"))), "nw")]
             body.append(cells + [_ceiling_cell(r, kind, name, col, (r["run"], name) in bad)
                                  for kind, name, col in keys])
-        med: list[Any] = ["", Markup("<b>median</b>"), "", "", ""]
-        theo: list[Any] = ["", Markup("<b>theoretical</b>"), "", "",
-                           Markup('<span class="muted">at the measured clock</span>')]
+        med: list[Any] = [Markup("<b>median</b>"), "", ""]
+        theo: list[Any] = [Markup("<b>theoretical</b>"), "", Markup('<span class="muted">at the measured clock</span>')]
         for kind, name, col in keys:
             unit, suffix = ("B/s", "Bps") if kind == "bandwidth" else ("FLOP/s", "flops")
             vals = [v for i in m.members if (v := _num(rows[i].get(col)))]
@@ -223,7 +223,7 @@ def cards_html(c: Comparison, runs: list[Run], ids: list[str], page_dir: Path) -
             theo.append(si(float(np.median(ts)), unit, 3) if ts else Markup('<span class="muted">unknown</span>'))
         n = len(m.members)
         out.append(f"<h3>{esc(m.device)} <span class='muted'>· {esc(m.backend)} · {n} run{'s' * (n > 1)}</span></h3>")
-        out.append(table(head, body, numeric=range(5, 5 + len(keys)), cls="cards", foot=[med, theo]))
+        out.append(table(head, body, numeric=range(3, 3 + len(keys)), cls="cards", foot=[med, theo]))
     return "".join(out)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from gpuroof.plots.common import INVALID_COLOUR, RC, Drawn, _freeze_layout, _log_axis, _new_figure
 from gpuroof.plots.labels import LabelPlacer
 from gpuroof.plots.roofline import (GROUND, THEORETICAL_SHOWN, _compute_label, _slope_label, roof_segments,
-                                    unit_name)
+                                    roofline_axes, unit_name)
 from gpuroof.units import si
 
 if TYPE_CHECKING:
@@ -58,10 +58,12 @@ def models(c: "Comparison") -> list[Model]:
     found: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(c.runs.to_dict("records")):
         found.setdefault((str(r.get("backend")), str(r.get("device"))), []).append(i)
-    tags = {k: short_tag(k[1]) for k in found}
-    for k in found:  # two models with one tag: both keep their full name
-        if list(tags.values()).count(tags[k]) > 1:
-            tags[k] = k[1]
+    short = {k: short_tag(k[1]) for k in found}
+    tags = dict(short)
+    for tag in set(short.values()):  # models that share a tag are numbered: 'EPYC [1]', 'EPYC [2]'
+        same = [k for k in found if short[k] == tag]
+        if len(same) > 1:
+            tags.update({k: f"{tag} [{n}]" for n, k in enumerate(same, start=1)})
     return [Model(b, d, tags[(b, d)], MODEL_COLOURS[i % len(MODEL_COLOURS)], m)
             for i, ((b, d), m) in enumerate(found.items())]
 
@@ -151,11 +153,7 @@ def rooflines_figure(c: "Comparison") -> Drawn:
 
     with mpl.rc_context(RC):
         fig = _new_figure(8.8, 6.6)
-        ax = fig.add_subplot()
-        _log_axis(ax, "x", None, x_lo, x_hi)
-        _log_axis(ax, "y", "FLOP/s", y_lo, y_hi)
-        ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-        ax.set_ylabel("performance (FLOP/s)")
+        ax = roofline_axes(fig, x_lo, x_hi, y_lo, y_hi)
         n_runs = sum(len(p["model"].members) for p in per)
         ax.set_title(f"Rooflines of {len(per)} device model{'s' * several}, {n_runs} run{'s' * (n_runs > 1)}: "
                      "each model at the median of its runs")
@@ -189,9 +187,7 @@ def rooflines_figure(c: "Comparison") -> Drawn:
                                  zorder=5, ls="none")
                 dot.set_gid(f"ridge:{m.tag}:{u}")
 
-        handles = [Line2D([], [], color=p["model"].colour, lw=2,
-                          label=f"{p['model'].device} ({len(p['model'].members)} run"
-                                f"{'s' * (len(p['model'].members) > 1)})") for p in per]
+        handles = [Line2D([], [], color=p["model"].colour, lw=2, label=_model_label(p["model"], several)) for p in per]
         if any(len(p["model"].members) > 1 for p in per):
             handles.append(Patch(facecolor="#777777", alpha=SPREAD_ALPHA * 2, label="min-max over the runs"))
         if any(p["shown_theo"]["compute"] or p["shown_theo"]["bandwidth"] for p in per):
@@ -244,6 +240,13 @@ def rooflines_figure(c: "Comparison") -> Drawn:
     return Drawn("compare-rooflines", fig, caption, placed)
 
 
+def _model_label(m: Model, tagged: bool) -> str:
+    """'H100: NVIDIA H100 80GB HBM3 (3 runs)': the tag the labels use, the full name, the runs."""
+    n = len(m.members)
+    name = m.device if not tagged or m.tag == m.device else f"{m.tag}: {m.device}"
+    return f"{name} ({n} run{'s' * (n > 1)})"
+
+
 def _share(value: float, theoretical: float | None) -> str:
     return f" · {value / theoretical:.0%}" if theoretical else ""
 
@@ -254,6 +257,15 @@ def _share(value: float, theoretical: float | None) -> str:
 def _grid(n: int, ncols: int = 4) -> tuple[int, int]:
     cols = max(1, min(ncols, n))
     return math.ceil(n / cols), cols
+
+
+def _panels(fig: Any, n: int, ncols: int) -> list[Any]:
+    """`n` panels in rows of `ncols`, the unused cells of the last row removed."""
+    nrows, cols = _grid(n, ncols)
+    axes = list(fig.subplots(nrows, cols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.remove()
+    return axes[:n]
 
 
 def ceilings_figure(c: "Comparison") -> Drawn:
@@ -276,12 +288,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
     n_flagged = 0
     with mpl.rc_context(RC):
         fig = _new_figure(2.25 * ncols + 0.7, 2.25 * nrows + 1.3)
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        for j, ax in enumerate(axes.ravel()):
-            if j >= len(keys):
-                ax.remove()
-                continue
-            kind, name, col = keys[j]
+        for j, (ax, (kind, name, col)) in enumerate(zip(_panels(fig, len(keys), ncols), keys)):
             present = [m for m in ms if _values(c, m, col)]
             rel_all: list[float] = []
             ticks = []
@@ -329,7 +336,8 @@ def ceilings_figure(c: "Comparison") -> Drawn:
                           label=f"flagged below ({c.threshold:.0%} under the median, {MIN_GROUP}+ runs)"),
                    Line2D([], [], ls="none", marker="o", mfc="none", mec=INVALID_COLOUR, mew=1.3, ms=9,
                           label="flagged run")]
-        handles += [Line2D([], [], ls="none", marker="s", mfc=m.colour, mec="none", ms=7, label=m.device) for m in ms]
+        handles += [Line2D([], [], ls="none", marker="s", mfc=m.colour, mec="none", ms=7, label=_model_label(m, True))
+                    for m in ms]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
         fig.suptitle("Every run against its device model's median, one panel per ceiling "
                      "(under each column: the model, its runs, the median value)", fontsize=10)
@@ -403,12 +411,7 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
     pad = (t_hi - t_lo) * 0.06
     with mpl.rc_context(RC):
         fig = _new_figure(3.0 * ncols + 0.6, 2.3 * nrows + 1.2)
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        for j, ax in enumerate(axes.ravel()):
-            if j >= len(ceilings):
-                ax.remove()
-                continue
-            kind, name, col = ceilings[j]
+        for ax, (kind, name, col) in zip(_panels(fig, len(ceilings), ncols), ceilings):
             vals = pd.to_numeric(runs[col], errors="coerce")
             ok = vals.notna() & (vals > 0)
             for i, k in enumerate(keys):

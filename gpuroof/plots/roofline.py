@@ -270,11 +270,7 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
 
     with mpl.rc_context(RC):
         fig = _new_figure(8.8, 6.4)
-        ax = fig.add_subplot()
-        _log_axis(ax, "x", None, x_lo, x_hi)
-        _log_axis(ax, "y", "FLOP/s", y_lo, y_hi)
-        ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-        ax.set_ylabel("performance (FLOP/s)")
+        ax = roofline_axes(fig, x_lo, x_hi, y_lo, y_hi)
         ax.set_title(title or f"Roofline: {meta['device'].get('name', '?')} ({meta.get('backend', '?')})")
 
         roofs = roof_segments(measured, x_lo, x_hi, "measured") + \
@@ -357,6 +353,16 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     if notes:
         caption += " " + " ".join(notes)
     return Drawn("roofline", fig, caption, placed)
+
+
+def roofline_axes(fig: Any, x_lo: float, x_hi: float, y_lo: float, y_hi: float) -> "Axes":
+    """The roofline's axes: log-log, FLOP/byte across, FLOP/s up, one labelled tick per decade."""
+    ax = fig.add_subplot()
+    _log_axis(ax, "x", None, x_lo, x_hi)
+    _log_axis(ax, "y", "FLOP/s", y_lo, y_hi)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("performance (FLOP/s)")
+    return ax
 
 
 def _share(value: float, theoretical: float | None) -> str:
@@ -457,5 +463,5 @@ def roofline_figure(run: Run) -> Drawn:
     return draw_roofline(run.meta, kernels, "sweep points (median)", notes=notes)
 
 
-__all__ = ["Roof", "roof_segments", "reference_level", "ridges", "draw_roofline", "roofline_figure", "short_labels",
+__all__ = ["Roof", "roof_segments", "roofline_axes", "reference_level", "ridges", "draw_roofline", "roofline_figure", "short_labels",
            "label_box", "unit_name", "bounding_roof", "roof_colour", "labelled", "MAX_TEXT_LABELS"]
