@@ -1,10 +1,11 @@
 """`gpuroof compare`: runs side by side (cards, nodes): ceilings, ridges, clocks, workloads, sick nodes.
 
-One row per run: every measured ceiling with its theoretical value and ratio, ridge points, median
-clocks and power, and the workloads' time and efficiency with speedups relative to a baseline run.
-Runs of the same device model form a group: a run whose ceiling sits more than a threshold below the
-group's median is flagged (the "sick node" of a cluster). Compare only reads run directories;
-it never measures.
+One record per run: every measured ceiling with its theoretical value and ratio, ridge points, the
+device's own clock and power, and the workloads' time and efficiency with speedups relative to a
+baseline run. Runs of the same device model form a group: a run whose ceiling sits more than a
+threshold below the group's median is flagged (the "sick node" of a cluster). In the terminal the
+ceilings are rows and the runs columns, in blocks that fit TERMINAL_WIDTH; `--wide` prints one row
+per run. Compare only reads run directories; it never measures.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from gpuroof.units import si, text_table
 
 FORMATS = ("table", "markdown", "csv", "json")
 PLOT_FORMATS = (".png", ".svg", ".pdf")
+#: The terminal table (and every line of it) fits this many columns: a terminal or a CI log.
+TERMINAL_WIDTH = 120
 KEY = ["name", "case", "dtype"]  # a workload case across runs
 
 #: A run whose ceiling is this fraction below the median of its group (same device model) is flagged.
@@ -174,7 +177,30 @@ def run_row(run: Run, label: str) -> dict:
     clocks = meta.get("median_clocks") or {}
     for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c"):
         row[k] = clocks.get(k)
+    row["clock"], row["clock_mhz"], row["clock_source"] = run_clock(meta)
     return row
+
+
+def run_clock(meta: dict) -> tuple[str, float | None, str]:
+    """(word, MHz, how it was read): the clock in the device's own words.
+
+    A GPU's is its SM clock, the median over the timed points (NVML). A CPU's is the core clock
+    measured under load by a chain of dependent adds; the OS's figure (run.json's median_clocks
+    on a CPU) is a VM's nominal clock and is never shown as the clock. A CPU run without that
+    measurement (made before gpuroof took it) has no clock: None.
+    """
+    if meta.get("backend") == "cpu":
+        cc = meta.get("core_clock") if isinstance(meta.get("core_clock"), dict) else {}
+        mhz = _finite({"c": cc.get("measured_mhz")}).get("c")
+        return "core", mhz, "measured under load (dependent-add chain)" if mhz else "not measured"
+    mhz = _finite({"c": (meta.get("median_clocks") or {}).get("sm_clock_mhz")}).get("c")
+    return "SM", mhz, "median during the timed points" if mhz else "not reported"
+
+
+def fmt_clock(word: Any, mhz: Any) -> str:
+    """'core 2684 MHz', 'SM 1980 MHz'; 'core -' where the clock is unknown."""
+    ok = isinstance(mhz, (int, float)) and math.isfinite(mhz)
+    return f"{word} {mhz:.0f} MHz" if ok else f"{word} -"
 
 
 @dataclass
@@ -200,10 +226,12 @@ class Comparison:
         return out.reset_index()
 
 
-def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOLD) -> Comparison:
+def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOLD,
+            overlap: bool = True) -> Comparison:
     """Compare complete runs; `baseline` indexes `runs`. UsageError when a run has nothing in common
-    with the baseline (no compute ceiling and no workload case shared)."""
-    if len(runs) < 2:
+    with the baseline (no compute ceiling and no workload case shared), unless `overlap` is False:
+    a lab of many device models is read side by side even where two share nothing."""
+    if len(runs) < (2 if overlap else 1):
         raise UsageError(f"compare needs at least two runs (got {len(runs)})")
     if not 0 <= threshold < 1:
         raise UsageError(f"--threshold {threshold * 100:g}: a percentage in [0, 100)")
@@ -218,7 +246,7 @@ def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOL
     for r, name, t in zip(runs, names, tables):
         units = set(_finite(r.meta["ceilings"]["compute"]))
         cases = set(t.index) if t is not None else set()
-        if not units & base_units and not cases & base_cases:
+        if overlap and not units & base_units and not cases & base_cases:
             raise UsageError(f"{name}: no overlap with the baseline {base_label}: it measured "
                              f"{', '.join(sorted(units)) or 'no compute unit'} and "
                              f"{len(cases)} workload case(s), the baseline "
@@ -347,15 +375,21 @@ def _times(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f" x{v:.3f}"
 
 
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def ceiling_table(c: Comparison) -> list[list[str]]:
-    """One row per run; a ceiling's cell is 'value xB (T%)': B relative to the baseline, T of the
-    theoretical peak at the measured clock. Clock and power columns only where some run has them."""
+    """One row per run (`--wide`, markdown); a ceiling's cell is 'value xB (T%)': B relative to the
+    baseline, T of the theoretical peak at the measured clock. The clock column holds each device's
+    own clock (SM on a GPU, the measured core clock on a CPU); memory clock and power columns only
+    where some run has them."""
     runs = c.runs
-    extra = [(k, h) for k, h in (("sm_clock_mhz", "SM MHz"), ("mem_clock_mhz", "mem MHz"), ("power_w", "power W"))
+    extra = [(k, h) for k, h in (("mem_clock_mhz", "mem MHz"), ("power_w", "power W"))
              if k in runs and runs[k].notna().any()]
     ridges = [name for kind, name, _ in c.ceilings if kind == "compute"]
     header = ["run", "device", "host"] + [name for _, name, _ in c.ceilings]
-    header += [f"ridge {u}" for u in ridges] + [h for _, h in extra]
+    header += [f"ridge {u}" for u in ridges] + ["clock"] + [h for _, h in extra]
     header += ["cases", "speedup", "eff. median", "flags"]
     out = [header]
     for _, row in runs.iterrows():
@@ -368,6 +402,7 @@ def ceiling_table(c: Comparison) -> list[list[str]]:
                 cell += f" ({ratio:.0%})"
             cells.append(cell)
         cells += [_fmt(row.get(f"{u}_ridge_flop_per_byte"), digits=3) for u in ridges]
+        cells.append(fmt_clock(row.get("clock"), row.get("clock_mhz")))
         cells += [_fmt(row.get(k), digits=5) for k, _ in extra]
         cells += [str(row.get("workload_cases", 0)), _times(row.get("speedup_geomean")).strip() or "-",
                   _fmt(row.get("efficiency_median"), digits=3), _text_or_empty(row.get("flags"))]
@@ -395,6 +430,107 @@ def workload_table(c: Comparison) -> list[list[str]] | None:
     return out
 
 
+def run_ids(c: Comparison) -> list[str]:
+    """'#1', '#2', ...: the short name of each run in the column headers of the narrow tables."""
+    return [f"#{i}" for i in range(1, len(c.runs) + 1)]
+
+
+def runs_table(c: Comparison) -> list[list[str]]:
+    """One short row per run: who it is, its clock, its workloads and which ceilings are flagged."""
+    power = "power_w" in c.runs and c.runs["power_w"].notna().any()
+    header = ["#", "run", "device", "host", "clock"] + (["power"] if power else []) + ["workloads", "flagged"]
+    out = [header]
+    for rid, (_, row) in zip(run_ids(c), c.runs.iterrows()):
+        cases = int(row.get("workload_cases") or 0)
+        work = "-"
+        if cases:
+            eff = _num(row.get("efficiency_median"))
+            work = f"{cases}{_x(row.get('speedup_geomean'))}" + (f" {eff:.0%}" if eff is not None else "")
+        mine = [f for f in c.flags if f["run"] == row["run"]]
+        flagged = ", ".join(f"{f['ceiling']} -{f['below']:.0%}" for f in mine) if len(mine) <= 2 else \
+            f"{len(mine)} ceilings -{min(f['below'] for f in mine):.0%} to -{max(f['below'] for f in mine):.0%}"
+        cells = [rid, row["run"], _fmt(row["device"]), _fmt(row["host"]),
+                 fmt_clock(row.get("clock"), row.get("clock_mhz"))]
+        if power:
+            cells.append(_fmt(row.get("power_w"), "W", 3))
+        out.append(cells + [work, flagged or "-"])
+    return out
+
+
+def _x(v: Any) -> str:
+    """A ratio to the baseline in three figures: 'x1.00', 'x0.43', 'x53.3', 'x289'."""
+    v = _num(v)
+    return "" if v is None else f" x{v:.2f}" if v < 10 else f" x{v:.3g}"
+
+
+def ceilings_by_run(c: Comparison) -> list[list[str]]:
+    """Ceilings as rows, runs as columns: 'value xB (T%)'."""
+    out = [["ceiling", *run_ids(c)]]
+    records = c.runs.to_dict("records")
+    for kind, name, col in c.ceilings:
+        unit = "B/s" if kind == "bandwidth" else "FLOP/s"
+        row = [name]
+        for r in records:
+            v = _num(r.get(col))
+            ratio = _num(r.get(f"{name}_ratio"))
+            row.append("-" if v is None else si(v, unit, 3) + _x(r.get(f"{name}_vs_baseline"))
+                       + (f" ({ratio:.0%})" if ratio is not None else ""))
+        out.append(row)
+    return out
+
+
+def ridges_by_run(c: Comparison) -> list[list[str]]:
+    """Each compute unit's ridge point against DRAM (FLOP/byte), runs as columns."""
+    records = c.runs.to_dict("records")
+    out = [["ridge", *run_ids(c)]]
+    for kind, name, _ in c.ceilings:
+        if kind == "compute":
+            out.append([name] + ["-" if (v := _num(r.get(f"{name}_ridge_flop_per_byte"))) is None else f"{v:.3g}"
+                                 for r in records])
+    return out
+
+
+def workloads_by_run(c: Comparison) -> list[list[str]] | None:
+    """Workload cases as rows, runs as columns: 'time xS E%' (S: speedup, E: efficiency)."""
+    if c.workloads.empty:
+        return None
+    have = set(c.workloads["run"])  # a run without workloads gets no column of dashes
+    pairs = [(r, rid) for r, rid in zip(c.runs["run"], run_ids(c)) if r in have]
+    order = [r for r, _ in pairs]
+    out = [["case", *(rid for _, rid in pairs)]]
+    for key, g in c.workloads.groupby(["name", "case", "dtype"], sort=True):
+        by = g.set_index("run")
+        cells = [" ".join(key)]
+        for r in order:
+            if r not in by.index:
+                cells.append("-")
+                continue
+            x = by.loc[r]
+            eff = f" {x['efficiency']:.0%}" if math.isfinite(x["efficiency"]) else ""
+            cells.append(f"{fmt_time(x['time_s'])}{_x(x['speedup'])}{eff}")
+        out.append(cells)
+    return out
+
+
+def column_blocks(rows: list[list[str]], width: int, keep: int = 1) -> list[list[list[str]]]:
+    """`rows` cut into tables of the first `keep` columns and as many of the others as fit `width`
+    (at least one each), as a wide data frame is printed in blocks."""
+    from gpuroof.units import fitted_table
+
+    rest = list(range(keep, len(rows[0])))
+    blocks, cur = [], []
+    for j in rest:
+        trial = cur + [j]
+        table = [[r[i] for i in range(keep)] + [r[i] for i in trial] for r in rows]
+        if cur and max(map(len, fitted_table(table, width))) > width:
+            blocks.append(cur)
+            trial = [j]
+        cur = trial
+    if cur or not blocks:
+        blocks.append(cur)
+    return [[[r[i] for i in range(keep)] + [r[i] for i in b] for r in rows] for b in blocks]
+
+
 def _text(rows: list[list[str]]) -> str:
     return "\n".join(text_table(rows))
 
@@ -406,7 +542,61 @@ def _markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render(c: Comparison, fmt: str) -> str:
+def _spread_rows(c: Comparison) -> list[list[str]]:
+    rows = [["device", "ceiling", "runs", "min", "median", "max", "spread"]]
+    for r in c.spread.to_dict("records"):
+        unit = "B/s" if r["kind"] == "bandwidth" else "FLOP/s"
+        rows.append([str(r["device"]), r["ceiling"], str(r["runs"]), si(r["min"], unit), si(r["median"], unit),
+                     si(r["max"], unit), f"{r['spread']:.1%}" if r["spread"] is not None else "-"])
+    return rows
+
+
+def narrow_text(c: Comparison, width: int = TERMINAL_WIDTH) -> str:
+    """The terminal layout: runs as a short list, then ceilings and workloads with the runs as
+    columns (in blocks), spread and flags; no line longer than `width`."""
+    import textwrap
+
+    from gpuroof.units import fitted_table
+
+    def para(text: str) -> list[str]:
+        return textwrap.wrap(text, width)
+
+    def tables(rows: list[list[str]]) -> list[str]:
+        out: list[str] = []
+        for i, block in enumerate(column_blocks(rows, width)):
+            out += ([""] if i else []) + fitted_table(block, width)
+        return out
+
+    base = run_ids(c)[list(c.runs["run"]).index(c.baseline)]
+    parts = para(f"Runs (clock: the SM clock on a GPU, the core clock measured under load on a CPU; "
+                 f"workloads: cases in common with the baseline {base}, x: geometric-mean speedup over it, "
+                 "%: median efficiency; flagged: ceilings below the median of the device model's runs)")
+    parts += [""] + fitted_table(runs_table(c), width)
+    parts += [""] + para(f"Ceilings (value, xB: relative to the baseline {base}, (T%): of the theoretical peak "
+                         "at the measured clock)")
+    parts += [""] + tables(ceilings_by_run(c))
+    parts += [""] + para("Ridge points (FLOP/byte where each compute roof meets the DRAM slope)")
+    parts += [""] + tables(ridges_by_run(c))
+    w = workloads_by_run(c)
+    if w:
+        parts += [""] + para(f"Workloads (time per call, x: speedup over the baseline {base}, %: efficiency "
+                             "against the run's own roofline)")
+        parts += [""] + tables(w)
+    if not c.spread.empty:
+        parts += [""] + para("Spread over runs of the same device model ((max - min) / median)")
+        parts += [""] + fitted_table(_spread_rows(c), width)
+    if c.flags:
+        parts += [""] + para(f"Flagged (a ceiling more than {c.threshold:.0%} below the median of all runs of "
+                             "the same device model)")
+        parts += [""]
+        for rid, f in ((run_ids(c)[list(c.runs["run"]).index(f["run"])], f) for f in c.flags):
+            parts += textwrap.wrap(f"- {rid} {f['run']}: {f['message']}", width, subsequent_indent="  ")
+    return "\n".join(parts)
+
+
+def render(c: Comparison, fmt: str, wide: bool = False) -> str:
+    """The comparison as text: `table` (runs as columns, fitting TERMINAL_WIDTH; one row per run
+    with `wide`), `markdown` (one row per run), `csv` (one row per run) or `json`."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: unknown (allowed: {', '.join(FORMATS)})")
     if fmt == "json":
@@ -415,21 +605,20 @@ def render(c: Comparison, fmt: str) -> str:
                       "spread": c.spread.to_dict("records"), "flags": c.flags})
     if fmt == "csv":
         return c.wide().to_csv(index=False)
+    if fmt == "table" and not wide:
+        return narrow_text(c)
     table = _text if fmt == "table" else _markdown
     head = "## " if fmt == "markdown" else ""
     parts = [f"{head}Ceilings (xB: relative to the baseline {c.baseline}; (T%): of the theoretical peak at "
-             "the measured clock; ridge in FLOP/byte against DRAM)", "", table(ceiling_table(c))]
+             "the measured clock; ridge in FLOP/byte against DRAM; clock: SM on a GPU, measured core clock "
+             "on a CPU)", "", table(ceiling_table(c))]
     w = workload_table(c)
     if w:
         parts += ["", f"{head}Workloads (time, x: speedup over the baseline, eff: efficiency against "
                       "the run's own roofline)", "", table(w)]
     if not c.spread.empty:
-        rows = [["device", "ceiling", "runs", "min", "median", "max", "spread"]]
-        for r in c.spread.to_dict("records"):
-            unit = "B/s" if r["kind"] == "bandwidth" else "FLOP/s"
-            rows.append([str(r["device"]), r["ceiling"], str(r["runs"]), si(r["min"], unit), si(r["median"], unit),
-                         si(r["max"], unit), f"{r['spread']:.1%}" if r["spread"] is not None else "-"])
-        parts += ["", f"{head}Spread over runs of the same device model ((max - min) / median)", "", table(rows)]
+        parts += ["", f"{head}Spread over runs of the same device model ((max - min) / median)", "",
+                  table(_spread_rows(c))]
     if c.flags:
         parts += ["", f"{head}Flagged (a ceiling more than {c.threshold:.0%} below the median of all runs "
                       "of the same device model)", ""]
@@ -449,78 +638,26 @@ def plot_format(path: str | Path) -> str:
     return suffix[1:]
 
 
-def figure(runs: list[Run], c: Comparison) -> Any:
-    """Every run's DRAM slope and compute roofs on one log-log axis: one colour per run, one line
-    style per compute unit; workload cases as points in their run's colour."""
-    import seaborn as sns
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colours = sns.color_palette("colorblind", len(runs))
-    units = sorted({name for kind, name, _ in c.ceilings if kind == "compute"})
-    styles = dict(zip(units, ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 3))] * 4))
-    ridges = [v for v in c.runs.filter(like="_ridge_flop_per_byte").to_numpy().ravel()
-              if isinstance(v, float) and math.isfinite(v) and v > 0]
-    x_lo = min([0.01] + ([float(x) for x in _intensities(runs)] or []))
-    x_hi = max([100.0] + [10 * r for r in ridges] + [10 * x for x in _intensities(runs)])
-    xs = np.geomspace(x_lo, x_hi, 400)
-    y_all = []
-    for i, (colour, run) in enumerate(zip(colours, runs)):
-        width = 1.2 + 2.0 * (len(runs) - 1 - i) / max(1, len(runs) - 1)  # identical roofs stay visible
-        cei = run.meta["ceilings"]
-        bw = _finite(cei["bandwidth"]).get("dram")
-        for unit, peak in _finite(cei["compute"]).items():
-            y = np.minimum(peak, bw * xs) if bw else np.full_like(xs, peak)
-            ax.plot(xs, y, color=colour, linestyle=styles[unit], linewidth=width, alpha=0.9)
-            y_all.append(y)
-        t = workloads(run)
-        if t is not None and {"flops", "bytes"} <= set(t.columns):
-            inten = t["flops"] / t["bytes"]
-            ach = t["flops"] / t["time_s"]
-            ax.scatter(inten, ach, color=colour, s=18, zorder=3, edgecolor="white", linewidth=0.5)
-            y_all.append(ach.to_numpy())
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(x_lo, x_hi)
-    ys = np.concatenate([np.asarray(y, dtype=float).ravel() for y in y_all])
-    ys = ys[np.isfinite(ys) & (ys > 0)]
-    ax.set_ylim(ys.min() / 2, ys.max() * 2)
-    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("performance (FLOP/s)")
-    ax.grid(True, which="major", alpha=0.3)
-    handles = [Line2D([], [], color=col, linewidth=2, label=f"{lab} ({dev})")
-               for col, lab, dev in zip(colours, c.runs["run"], c.runs["device"])]
-    handles += [Line2D([], [], color="0.3", linestyle=styles[u], label=u) for u in units]
-    ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=False)
-    ax.set_title(f"Measured rooflines of {len(runs)} runs (DRAM slope, compute roofs; points: workloads)",
-                 fontsize=9)
-    return fig
+def plot_paths(path: str | Path) -> tuple[Path, Path]:
+    """FILE (the rooflines) and FILE-ceilings beside it, with the same suffix (one panel per ceiling)."""
+    p = Path(path)
+    return p, p.with_name(f"{p.stem}-ceilings{p.suffix}")
 
 
-def _intensities(runs: list[Run]) -> list[float]:
-    out = []
-    for r in runs:
-        t = workloads(r)
-        if t is not None and {"flops", "bytes"} <= set(t.columns):
-            out += [float(v) for v in (t["flops"] / t["bytes"]) if math.isfinite(v) and v > 0]
-    return out
-
-
-def write_plot(runs: list[Run], c: Comparison, path: str | Path) -> Path:
-    import io
-
+def write_plot(c: Comparison, path: str | Path) -> list[Path]:
+    """The comparison's two figures (gpuroof.plots.compare), each written atomically: the rooflines
+    of every device model to `path`, one panel per ceiling beside it (see `plot_paths`)."""
+    from gpuroof.plots.common import render
+    from gpuroof.plots.compare import ceilings_figure, rooflines_figure
     from gpuroof.results import atomic_write_bytes
 
     fmt = plot_format(path)
-    buf = io.BytesIO()
-    meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
-    figure(runs, c).savefig(buf, format=fmt, dpi=150, metadata=meta, facecolor="white")
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    out = []
+    for target, build in zip(plot_paths(path), (rooflines_figure, ceilings_figure)):
+        check_out_file(target, "--plot")
+        atomic_write_bytes(target, render(build(c), fmt))
+        out.append(target)
+    return out
 
 
 # --------------------------------------------------------------------------- command line
@@ -547,7 +684,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default), markdown, csv or json (json is --json)")
     p.add_argument("--json", action="store_true", help="stdout: one JSON document (as --format json)")
-    p.add_argument("--plot", default=None, metavar="FILE", help="overlaid rooflines: FILE.png, .svg or .pdf")
+    p.add_argument("--wide", action="store_true",
+                   help="table: one row per run with every ceiling a column (default: ceilings as rows, runs as "
+                        f"columns, fitting {TERMINAL_WIDTH} columns)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="FILE.png, .svg or .pdf: the rooflines of every device model; beside it FILE-ceilings.png "
+                        "(.svg, .pdf): one panel per ceiling, every run a point")
     p.add_argument("--threshold", type=_pct, default=SICK_THRESHOLD, metavar="PCT",
                    help="flag a ceiling this many percent below the median of all runs of the same "
                         f"device model, given 3 or more (default {SICK_THRESHOLD * 100:g})")
@@ -557,6 +699,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.plot:
         plot_format(args.plot)
+        for target in plot_paths(args.plot):
+            check_out_file(target, "--plot")
     warn = lambda m: print(f"gpuroof: {m}", file=sys.stderr)  # noqa: E731
     paths = list(args.run_dirs)
     base_idx = 0
@@ -578,7 +722,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         emit_json(json.loads(render(c, "json")))
     else:
-        print(render(c, args.format))
+        print(render(c, args.format, wide=args.wide))
     if args.plot:
-        print(f"figure: {write_plot(runs, c, args.plot)}", file=sys.stderr)
+        for path in write_plot(c, args.plot):
+            print(f"figure: {path}", file=sys.stderr)
     return 0

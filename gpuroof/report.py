@@ -101,22 +101,43 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def table(header: list[str], rows: Iterable[list[Any]], numeric: Iterable[int] = (), cls: str = "") -> str:
-    """An HTML table; cells are escaped unless given as `Markup`."""
+def table(header: list[str], rows: Iterable[list[Any]], numeric: Iterable[int] = (), cls: str = "",
+          foot: Iterable[list[Any]] = ()) -> str:
+    """An HTML table; cells are escaped unless given as `Markup` (a `Cell` adds its own class);
+    `foot` rows (totals, medians) go in a <tfoot>."""
     num = set(numeric)
     out = ['<div class="scroll">', f'<table class="{cls}">' if cls else "<table>", "<thead><tr>"]
     out += [f'<th class="num">{esc(h)}</th>' if i in num else f"<th>{esc(h)}</th>" for i, h in enumerate(header)]
     out.append("</tr></thead><tbody>")
-    for r in rows:
-        cells = [c if isinstance(c, Markup) else esc(c) for c in r]
-        out.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i in num else f"<td>{c}</td>"
-                                     for i, c in enumerate(cells)) + "</tr>")
-    out.append("</tbody></table></div>")
+
+    def row(r: list[Any]) -> str:
+        tds = []
+        for i, c in enumerate(r):
+            classes = " ".join(x for x in ("num" if i in num else "", getattr(c, "css", "")) if x)
+            text = c if isinstance(c, Markup) else esc(c)
+            tds.append(f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>")
+        return "<tr>" + "".join(tds) + "</tr>"
+
+    out += [row(r) for r in rows]
+    out.append("</tbody>")
+    foot = [row(r) for r in foot]
+    if foot:
+        out += ["<tfoot>", *foot, "</tfoot>"]
+    out.append("</table></div>")
     return "".join(out)
 
 
 class Markup(str):
     """A string that is already HTML."""
+
+
+class Cell(Markup):
+    """A table cell that is already HTML and carries a class of its own (e.g. 'bad')."""
+
+    def __new__(cls, text: str, css: str = "") -> "Cell":
+        obj = super().__new__(cls, text)
+        obj.css = css
+        return obj
 
 
 def kv_table(items: Iterable[tuple[str, Any]]) -> str:
@@ -128,6 +149,20 @@ def kv_table(items: Iterable[tuple[str, Any]]) -> str:
 def png_size(data: bytes) -> tuple[int, int]:
     """(width, height) in pixels from a PNG's IHDR chunk."""
     return struct.unpack(">II", data[16:24])
+
+
+def figure_html(fname: str, d: Any, title: str | None = None) -> str:
+    """A figure embedded as a PNG data URI at its drawn size (100 CSS px per inch), with its caption."""
+    from gpuroof import plots
+
+    png = plots.render(d, "png")
+    w, h = png_size(png)
+    css_w = round(w * 100 / plots.PNG_DPI)  # figures were drawn for 100 CSS px per inch
+    css_h = round(h * 100 / plots.PNG_DPI)
+    return (f'<figure id="fig-{esc(fname)}"><img src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode("ascii")}" width="{css_w}" height="{css_h}" '
+            f'alt="{esc(fname)} figure"><figcaption><b>{esc(title or fname.capitalize())}.</b> '
+            f"{esc(d.caption)}</figcaption></figure>")
 
 
 # --------------------------------------------------------------------------- content
@@ -432,15 +467,7 @@ def render_html(run: Run) -> str:
     ]))
 
     parts.append("<h2 id='figures'>Figures</h2>")
-    for fname, d in drawn.items():
-        png = plots.render(d, "png")
-        w, h = png_size(png)
-        css_w = round(w * 100 / plots.PNG_DPI)  # figures were drawn for 100 CSS px per inch
-        css_h = round(h * 100 / plots.PNG_DPI)
-        parts.append(f'<figure id="fig-{esc(fname)}"><img src="data:image/png;base64,'
-                     f'{base64.b64encode(png).decode("ascii")}" width="{css_w}" height="{css_h}" '
-                     f'alt="{esc(fname)} figure"><figcaption><b>{esc(fname.capitalize())}.</b> '
-                     f"{esc(d.caption)}</figcaption></figure>")
+    parts += [figure_html(fname, d) for fname, d in drawn.items()]
     for fname, why in skipped.items():
         parts.append(f'<p class="muted">No {esc(fname)} figure: {esc(why)}.</p>')
 
@@ -506,10 +533,21 @@ def write_report(run: Run | str | Path, out: str | Path | None = None) -> Path:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Declare `gpuroof report` on the CLI's subparsers."""
-    p = sub.add_parser("report", parents=[common], help="write report.html: the whole run on one page")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `gpuroof measure` or `run`")
-    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.html)")
+    p = sub.add_parser("report", parents=[common],
+                       help="write report.html (one run on one page) or, for a directory of runs, lab.html "
+                            "(every card on one page)")
+    p.add_argument("run_dir", metavar="DIR",
+                   help="a run directory written by `gpuroof measure` or `run`; or a directory holding many "
+                        "runs (what compare and merge read): one lab page")
+    p.add_argument("--out", default=None,
+                   help="page file (default DIR/report.html for a run, DIR/lab.html for a directory of runs)")
     p.set_defaults(func=cmd_report)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A run directory (or its run.json), as opposed to a directory that holds runs below it."""
+    p = Path(path)
+    return p.is_file() or (p / "run.json").exists()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -519,11 +557,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         if Path(args.out).suffix.lower() not in (".html", ".htm"):
             raise UsageError(f"--out {args.out}: the report is HTML (allowed: a .html file or a directory)")
         check_out_file(args.out)
-    path = write_report(args.run_dir, args.out)
+    if not Path(args.run_dir).exists():
+        raise UsageError(f"{args.run_dir}: no such directory, so no run.json (allowed: a run directory, or a "
+                         "directory holding runs)")
+    lab = not is_run_dir(args.run_dir)
+    if lab:
+        from gpuroof.lab import write_lab
+
+        path = write_lab(args.run_dir, args.out)
+    else:
+        path = write_report(args.run_dir, args.out)
     print(path)
     if getattr(args, "json", False):
         from gpuroof.output import emit_json
 
-        emit_json({"run_dir": str(Path(args.run_dir)), "report": str(path)})
+        emit_json({"run_dir": str(Path(args.run_dir)), "report": str(path), "kind": "lab" if lab else "run"})
     return 0
-

@@ -19,14 +19,34 @@ def parse_bytes(text: str) -> int:
     return int(num * base ** power)
 
 
-def text_table(rows: list) -> list[str]:
+def text_table(rows: list, maxcolwidths: list[int | None] | None = None) -> list[str]:
     """Rows of cells (the first row is the header) as left-aligned lines, a dashed rule under the
-    header (tabulate's "simple" format; cells are printed as given, never re-parsed as numbers)."""
+    header (tabulate's "simple" format; cells are printed as given, never re-parsed as numbers).
+    A column with a `maxcolwidths` entry wraps its cells onto more lines past that many characters."""
     from tabulate import tabulate
 
     text = tabulate([[str(c) for c in r] for r in rows[1:]], headers=[str(c) for c in rows[0]], tablefmt="simple",
-                    disable_numparse=True, stralign="left")
+                    disable_numparse=True, stralign="left", maxcolwidths=maxcolwidths)
     return [line.rstrip() for line in text.splitlines()]
+
+
+def fitted_table(rows: list, width: int) -> list[str]:
+    """`text_table`, with the widest columns wrapped (never below 8 characters) until every line
+    fits `width` characters, where that is possible."""
+    ncols = len(rows[0])
+    limits: list[int | None] = [None] * ncols
+    lines = text_table(rows)
+    while max(map(len, lines)) > width:
+        widths = [max(len(line) for c in (r[i] for r in rows) for line in str(c).splitlines() or [""])
+                  if limits[i] is None else limits[i] for i in range(ncols)]
+        i = max(range(ncols), key=lambda j: widths[j])
+        if widths[i] <= 8:
+            break
+        over = max(map(len, lines)) - width
+        second = max((w for j, w in enumerate(widths) if j != i), default=0)
+        limits[i] = max(8, min(widths[i] - 1, max(second, widths[i] - over)))  # shrink the widest, evenly
+        lines = text_table(rows, limits)
+    return lines
 
 
 def si(value: float | None, unit: str, digits: int = 4) -> str:

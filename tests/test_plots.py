@@ -301,17 +301,18 @@ def test_committed_run_figures_have_clear_text():
 
 
 def assert_texts_clear(fig) -> None:
+    """Every text inside the figure; on every axes, no two texts of the plot area (labels) overlap."""
     boxes = text_boxes(fig)
     assert boxes
     for t, b in boxes:
         assert fig.bbox.x0 - 1 <= b.x0 and b.x1 <= fig.bbox.x1 + 1 and fig.bbox.y0 - 1 <= b.y0 and \
             b.y1 <= fig.bbox.y1 + 1, f"{t.get_text()!r} is clipped"
-    ax = fig.axes[0]
-    inner = [(t, b) for t, b in boxes if t.axes is ax and t not in ax.get_xticklabels() + ax.get_yticklabels()
-             and t is not ax.title and t is not ax.xaxis.label and t is not ax.yaxis.label]
-    for i, (ta, a) in enumerate(inner):
-        for tb, b in inner[i + 1:]:
-            assert not a.overlaps(b), f"{ta.get_text()!r} overlaps {tb.get_text()!r}"
+    for ax in fig.axes:
+        inner = [(t, b) for t, b in boxes if t.axes is ax and t not in ax.get_xticklabels() + ax.get_yticklabels()
+                 and t is not ax.title and t is not ax.xaxis.label and t is not ax.yaxis.label]
+        for i, (ta, a) in enumerate(inner):
+            for tb, b in inner[i + 1:]:
+                assert not a.overlaps(b), f"{ta.get_text()!r} overlaps {tb.get_text()!r}"
 
 
 def test_roofline_labels_inside_the_axes_and_apart(syn_drawn):

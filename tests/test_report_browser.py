@@ -213,10 +213,7 @@ def test_report_renders_in_headless_chromium(kind, browser, tmp_path, tmp_path_f
     page = write_report(run, tmp_path / "report.html")
     shot = tmp_path / f"report-{kind}.png"
     got = load_in_browser(browser, page, shot)
-    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
-    if keep:  # to look at it: GPUROOF_SCREENSHOT_DIR=/tmp/shots pytest tests/test_report_browser.py
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
+    keep_screenshot(shot)
     assert got["errors"] == [], got["errors"]
     assert got["scripts"] == 0
     expected = 3 + (run / "hierarchy.csv").exists() + (run / "workloads.csv").exists()  # (+ hierarchy, lost time)
@@ -287,6 +284,27 @@ MEASURE_TEXT = """
 """
 
 
+def keep_screenshot(shot: Path) -> None:
+    """To look at one: GPUROOF_SCREENSHOT_DIR=/tmp/shots pytest tests/test_report_browser.py."""
+    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+
+
+def assert_laid_out(got: dict, width: int, images: int) -> None:
+    """What `measure_at_width` saw: text neither clipped nor overlapping, no sideways scroll, the
+    verdict on the first screen, and every figure whole (inside the page, its aspect ratio kept)."""
+    assert got["lines"] > 100  # the measurement saw the page's text
+    assert got["clipped"] == [], got["clipped"][:5]
+    assert got["overlaps"] == [], got["overlaps"][:5]
+    assert got["scrollWidth"] <= width
+    assert got["verdictTop"] < 200
+    assert len(got["images"]) == images
+    for img in got["images"]:
+        assert img["inside"] and img["ratio"] < 0.01 and img["width"] > 0.6 * min(width, 1200) - 60, img
+
+
 def measure_at_width(b: Chromium, page: Path, width: int, screenshot: Path) -> dict:
     """Load `page` in a window `width` CSS px wide; measure its text; save a full-page screenshot."""
     b.open_page()
@@ -312,18 +330,8 @@ def test_report_text_is_neither_clipped_nor_overlapping(width, browser, tmp_path
     page = write_report(run, tmp_path / "report.html")
     shot = tmp_path / f"report-{width}.png"
     got = measure_at_width(browser, page, width, shot)
-    keep = os.environ.get("GPUROOF_SCREENSHOT_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / shot.name)
-    assert got["lines"] > 100  # the measurement saw the page's text
-    assert got["clipped"] == [], got["clipped"][:5]
-    assert got["overlaps"] == [], got["overlaps"][:5]
-    assert got["scrollWidth"] <= width
-    assert got["verdictTop"] < 200  # the verdict is on the first screen
-    assert len(got["images"]) == 5  # roofline, lost time, sweep, telemetry, hierarchy
-    for img in got["images"]:  # every figure whole: inside the page, its aspect ratio kept
-        assert img["inside"] and img["ratio"] < 0.01 and img["width"] > 0.6 * min(width, 1200) - 60, img
+    keep_screenshot(shot)
+    assert_laid_out(got, width, 5)  # roofline, lost time, sweep, telemetry, hierarchy
 
 
 @needs_browser
@@ -340,3 +348,32 @@ def test_the_text_measurement_sees_clipped_and_overlapping_text(browser, tmp_pat
     assert any(c.startswith("wide wide") for c in got["clipped"])
     assert ["first line here", "second line on top"] in got["overlaps"]
     assert got["scrollWidth"] > 800
+
+
+# ----------------------------------------------------------------------------- the lab page
+
+
+@needs_browser
+@pytest.mark.parametrize("width", [1400, 800])
+def test_lab_page_text_is_neither_clipped_nor_overlapping(width, browser, tmp_path):
+    """`gpuroof report DIR` of many runs (committed real CPU runs, a degraded copy, the synthetic H100
+    fixture), at 1,400 and 800 CSS px: no text clipped or overlapping, no sideways scroll of the page,
+    the flagged runs first, every figure whole, every link to a run's report resolving."""
+    try:
+        from test_lab import CPU_RUNS, make_lab
+    except ImportError:
+        from tests.test_lab import CPU_RUNS, make_lab
+    from gpuroof.lab import write_lab
+
+    if not CPU_RUNS:
+        pytest.skip("results/ holds no device with three complete CPU runs")
+    page = write_lab(make_lab(tmp_path / "lab", days=True))
+    shot = tmp_path / f"lab-{width}.png"
+    got = measure_at_width(browser, page, width, shot)
+    keep_screenshot(shot)
+    assert_laid_out(got, width, 3)  # rooflines, per ceiling, over time; the flagged runs on the first screen
+    loaded = load_in_browser(browser, page, tmp_path / "lab-load.png")
+    assert loaded["errors"] == [] and loaded["scripts"] == 0
+    assert all(i["complete"] and i["w"] > 300 for i in loaded["images"])
+    assert loaded["h2"][0] == "Flagged first" and "Every run" in loaded["h2"]
+    assert "degraded-copy" in loaded["text"] and "synthetic-h100-fixture" in loaded["text"]

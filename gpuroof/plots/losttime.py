@@ -106,7 +106,9 @@ def losttime_figure(run: Run) -> Drawn:
         ax.set_xlim(0, top["time_s"].max() / scale * 1.45)  # room for the text right of the longest bar
         ax.set_xlabel(f"time per call ({unit}): predicted by the roofline (grey) + lost beyond it (colour)")
         ax.grid(axis="y", visible=False)
-        ax.set_title(f"Where the time goes: {run.meta['device'].get('name', '?')}, workloads by lost time")
+        # a figure title, centred on the whole width: long workload labels push the axes to the right
+        fig.suptitle(f"Where the time goes: {run.meta['device'].get('name', '?')}, workloads by lost time",
+                     fontsize=RC["axes.titlesize"])
         roofs = list(dict.fromkeys(top["roof"]))
         handles = [Patch(color="#d9d9d9", label="predicted (roofline)")]
         levels = _finite(run.meta["ceilings"].get("bandwidth"))

@@ -270,11 +270,7 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
 
     with mpl.rc_context(RC):
         fig = _new_figure(8.8, 6.4)
-        ax = fig.add_subplot()
-        _log_axis(ax, "x", None, x_lo, x_hi)
-        _log_axis(ax, "y", "FLOP/s", y_lo, y_hi)
-        ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-        ax.set_ylabel("performance (FLOP/s)")
+        ax = roofline_axes(fig, x_lo, x_hi, y_lo, y_hi)
         ax.set_title(title or f"Roofline: {meta['device'].get('name', '?')} ({meta.get('backend', '?')})")
 
         roofs = roof_segments(measured, x_lo, x_hi, "measured") + \
@@ -359,24 +355,35 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     return Drawn("roofline", fig, caption, placed)
 
 
+def roofline_axes(fig: Any, x_lo: float, x_hi: float, y_lo: float, y_hi: float) -> "Axes":
+    """The roofline's axes: log-log, FLOP/byte across, FLOP/s up, one labelled tick per decade."""
+    ax = fig.add_subplot()
+    _log_axis(ax, "x", None, x_lo, x_hi)
+    _log_axis(ax, "y", "FLOP/s", y_lo, y_hi)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("performance (FLOP/s)")
+    return ax
+
+
 def _share(value: float, theoretical: float | None) -> str:
     return f" · {value / theoretical:.0%} of theoretical" if theoretical else ""
 
 
 def _compute_label(placer: LabelPlacer, r: Roof, theo: float | None, ridge: float | None, x_lo: float,
-                   x_hi: float) -> Any:
-    """The roof's unit, value and share of theoretical, above (else under) its right end."""
-    text = f"{unit_name(r.name)} {si(r.value, 'FLOP/s', 3)}{_share(r.value, theo)}"
+                   x_hi: float, text: str | None = None, colour: str | None = None, gid: str | None = None) -> Any:
+    """The roof's unit, value and share of theoretical (or `text`), above (else under) its right end."""
+    text = text or f"{unit_name(r.name)} {si(r.value, 'FLOP/s', 3)}{_share(r.value, theo)}"
     xs = np.geomspace(x_hi, max(r.x[0], x_lo) * 1.5, 12)
-    return placer.place(text, [(x, r.value) for x in xs], offsets=[(-4, 3), (-4, -3)], gid=f"label:roof:{r.name}",
-                        fontsize=8, color=unit_colour(r.name), fontweight="bold", accept=LabelPlacer.LABEL - 1,
-                        bbox=GROUND)
+    return placer.place(text, [(x, r.value) for x in xs], offsets=[(-4, 3), (-4, -3)],
+                        gid=gid or f"label:roof:{r.name}", fontsize=8, color=colour or unit_colour(r.name),
+                        fontweight="bold", accept=LabelPlacer.LABEL - 1, bbox=GROUND)
 
 
 def _slope_label(ax: "Axes", placer: LabelPlacer, r: Roof, theo: float | None, x_lo: float, y_lo: float,
-                 y_hi: float) -> Any:
-    """One label along its own slope, turned to its angle on screen, on a white ground so that a
-    neighbouring slope running under it does not strike the text through."""
+                 y_hi: float, text: str | None = None, colour: str | None = None, gid: str | None = None) -> Any:
+    """One label along its own slope (level, value, share of theoretical; or `text`), turned to its
+    angle on screen, on a white ground so that a neighbouring slope running under it does not strike
+    the text through."""
     xa = max(r.x[0], x_lo, y_lo / r.value)
     xb = min(r.x[1], y_hi / r.value)
     if xb <= xa:
@@ -385,9 +392,10 @@ def _slope_label(ax: "Axes", placer: LabelPlacer, r: Roof, theo: float | None, x
     angle = math.degrees(math.atan2(p1[1] - p0[1], p1[0] - p0[0]))
     anchors = [(x, r.value * x) for x in np.geomspace(xa * 1.2, xb / 2.5, 16)] if xb / 2.5 > xa * 1.2 \
         else [(math.sqrt(xa * xb), r.value * math.sqrt(xa * xb))]
-    text = f"{r.name.upper()} {si(r.value, 'B/s', 3)}{_share(r.value, theo)}"
+    text = text or f"{r.name.upper()} {si(r.value, 'B/s', 3)}{_share(r.value, theo)}"
     style = {"rotation": angle, "lines": False, "accept": LabelPlacer.LABEL - 1, "fontsize": 8,
-             "color": level_colour(r.name), "fontweight": "bold", "gid": f"label:roof:{r.name}", "bbox": GROUND}
+             "color": colour or level_colour(r.name), "fontweight": "bold", "gid": gid or f"label:roof:{r.name}",
+             "bbox": GROUND}
     label = placer.place(text, anchors, offsets=[(-2, 3), (-3, 6)], align=("left", "bottom"), **style)
     if label is None:
         label = placer.place(text, anchors, offsets=[(2, -3), (3, -6)], align=("left", "top"), **style)
@@ -455,5 +463,5 @@ def roofline_figure(run: Run) -> Drawn:
     return draw_roofline(run.meta, kernels, "sweep points (median)", notes=notes)
 
 
-__all__ = ["Roof", "roof_segments", "reference_level", "ridges", "draw_roofline", "roofline_figure", "short_labels",
+__all__ = ["Roof", "roof_segments", "roofline_axes", "reference_level", "ridges", "draw_roofline", "roofline_figure", "short_labels",
            "label_box", "unit_name", "bounding_roof", "roof_colour", "labelled", "MAX_TEXT_LABELS"]
