@@ -194,7 +194,7 @@ def _kernels_from_matrix(m: pd.DataFrame | None) -> pd.DataFrame | None:
     """The GEMM sweep (matrix.csv), one point per unit and size at its median time."""
     if m is None or not {"unit", "dtype", "n", "time_s", "flops", "bytes"} <= set(m.columns):
         return None
-    m = m.copy()
+    m = m[pd.to_numeric(m["time_s"], errors="coerce").notna()].copy()  # a unit the library refused: no time
     m["valid"] = _bool(m["valid"]).fillna(False).astype(bool) if "valid" in m else True
     g = m.groupby(["unit", "n"], sort=False).agg(dtype=("dtype", "first"), flops=("flops", "first"),
                                                  bytes=("bytes", "first"), time_s=("time_s", "median"),
