@@ -295,12 +295,35 @@ def test_conv2d_direct_feeds_8_fmas_from_two_128_bit_shared_loads(nvrtc, cuobjdu
     assert ops.count("FFMA.FTZ") >= 4 * len(shared), (ops.count("FFMA.FTZ"), len(shared))
 
 
+#: Opcodes a 32-bit integer division leaves in SASS: by a runtime divisor, IMAD.HI (with the
+#: reciprocal from I2F.RP and MUFU.RCP, hoisted when the divisor is loop-invariant); a 64-bit one
+#: calls a routine.
+DIVISION_OPS = ("IMAD.HI", "MUFU.RCP", "I2F.RP", "I2F.U32.RP", "CALL")
+
+#: Most SASS instructions per element the im2col hot loop may take (the one-element-per-thread
+#: kernel it replaced took 91, five of its divisions among them).
+IM2COL_MAX_INSTRUCTIONS_PER_ELEMENT = 10
+
+
 @pytest.mark.parametrize("arch", ARCHES)
-def test_im2col_loop_below_2_to_the_31_elements_does_32_bit_division(nvrtc, cuobjdump, arch, tmp_path):
-    """A 64-bit division is a call of a ~70-instruction routine; a 32-bit one is inline. The loop
-    that serves column matrices below 2^31 elements must store without calling anything."""
+def test_im2col_hot_loop_has_no_division_and_few_instructions_per_element(nvrtc, cuobjdump, arch, tmp_path,
+                                                                          capsys):
     cubin, mapping = build(nvrtc, "conv2d", arch)
-    code = functions(cuobjdump(cubin, "-sass", tmp_path))[mapping[im2col_name("float32")]]
-    loops = [ops for ops in innermost_loops(code) if any(op.startswith("STG") for op in ops)]
-    assert any(not any(op.startswith("CALL") for op in ops) for ops in loops), \
-        f"every im2col loop calls a division routine: {[sorted(set(ops)) for ops in loops]}"
+    code = functions(cuobjdump(cubin, "-sass", tmp_path))
+    figures = []
+    for dtype in WORKLOAD_TYPES:
+        body = code[mapping[im2col_name(dtype)]]
+        ops = [op for _, op, _ in body]
+        assert ops.count("MUFU.RCP") == 1, f"{dtype}: {ops.count('MUFU.RCP')} reciprocals (one: pixel -> oh, ow)"
+        loops = [loop for loop in innermost_loops(body) if any(op.startswith("STG") for op in loop)]
+        assert loops, f"{dtype}: no loop stores"
+        for loop in loops:
+            divisions = sorted({op for op in loop if op.startswith(DIVISION_OPS)})
+            assert not divisions, f"{dtype}: a storing loop divides: {divisions}"
+        hot = max(loops, key=lambda loop: sum(op.startswith("STG") for op in loop))
+        per = len(hot) / sum(op.startswith("STG") for op in hot)
+        assert per <= IM2COL_MAX_INSTRUCTIONS_PER_ELEMENT, f"{dtype}: {per:.1f} instructions per element"
+        figures.append(f"{dtype} {per:.2f}")
+    with capsys.disabled():
+        print(f"\nsm_{arch} im2col hot loop, SASS instructions per element: {', '.join(figures)}; "
+              "divisions in it: 0; per thread: 1")
