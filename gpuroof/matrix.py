@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.errors import UsageError
+from gpuroof.hostbound import per_rep
 
 #: Relative tolerance (max |C - ref| / max |ref|) per unit: accumulation and output rounding only,
 #: since the reference uses the very inputs the library saw (already rounded to the unit's type).
@@ -75,8 +76,8 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
             try:
                 g = backend.gemm(unit, n)
                 t0 = sampler.now() if sampler is not None else 0.0
-                times = backend.time(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
-                                     budget_s=budget_s)
+                timing = backend.timed(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
+                                       budget_s=budget_s)
                 t1 = sampler.now() if sampler is not None else 0.0
                 err = g.check()
             except MemoryError as exc:
@@ -90,12 +91,13 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
                 break  # this unit has no ceiling; the other units still run
             valid = err <= TOLERANCE[unit]
             tel = sampler.window(t0, t1) if sampler is not None else {}
+            times, host = timing.times_s, per_rep(timing)
             rate = g.flops / float(np.median(times))
             for rep, t in enumerate(times):
                 rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "layout": g.layout,
                              "rep": rep, "time_s": float(t),
                              "flops": g.flops, "bytes": g.bytes, "valid": valid, "rel_error": err,
-                             "t_start_s": t0, "t_end_s": t1, **tel})
+                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep]})
             if progress:
                 progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid})
             del g

@@ -252,6 +252,9 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                            "invalid_matrix_sizes": int((~tables["matrix"]["valid"]).sum())
                            if "matrix" in tables else 0},
             "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
+            # None where the host runs the work (the CPU): the flag does not apply there
+            "host_bound_points": int(points["host_bound"].fillna(False).astype(bool).sum())
+            if points["host_bound"].notna().any() else None,
             "noisy_points": int(points["noisy"].sum()),
             "ceiling_statistic": {"statistic": CEILING_STATISTIC, "by_ceiling": stats},
             "core_clock": core_clock,
