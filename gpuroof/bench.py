@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from gpuroof.backends.base import Backend
 from gpuroof.errors import MeasurementError, UsageError
-from gpuroof.hostbound import Timing, note as host_bound_note, window_figures
+from gpuroof.hostbound import Timing, flagged, note as host_bound_note, window_figures
 from gpuroof.output import emit_json, results_root
 from gpuroof.results import (KIND, SCHEMA_VERSION, Run, load_run, make_run_dir, slug,
                              utc_stamp, write_run)
@@ -533,11 +533,6 @@ def _time(s: float) -> str:
     return f"{s * 1e9:.4g} ns"
 
 
-def _is_true(v: Any) -> bool:
-    """True for a True flag; False for False, None and NaN (the CPU's host-bound cell)."""
-    return isinstance(v, (bool, np.bool_)) and bool(v)
-
-
 def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
@@ -553,7 +548,7 @@ def results_table(table: pd.DataFrame) -> str:
             flag = "EXCLUDED"
         elif r["above_roof"]:
             flag = "ABOVE ROOF"
-        if r["valid"] and _is_true(r.get("host_bound")):
+        if r["valid"] and flagged(r.get("host_bound")):
             flag = (flag + " HOST-BOUND").strip()
         if r["notes"]:
             notes.append(r["notes"])

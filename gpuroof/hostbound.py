@@ -64,6 +64,12 @@ def window_figures(timing: Timing) -> dict:
             "host_bound": host_bound(enq, dev)}
 
 
+def flagged(cell: object) -> bool:
+    """True for a host_bound cell that says True (a bool, a NumPy bool, or CSV text); False for False
+    and for an empty cell (None, NaN: the CPU, where the flag does not apply)."""
+    return str(cell).strip().lower() in ("true", "1", "1.0")
+
+
 def per_rep(timing: Timing) -> list[dict]:
     """enqueue_s and host_bound of each repetition, for long-form sample rows (None on the CPU)."""
     if timing.enqueue_s is None:

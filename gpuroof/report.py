@@ -16,6 +16,7 @@ import pandas as pd
 
 from gpuroof import __version__
 from gpuroof.errors import UsageError
+from gpuroof.hostbound import flagged
 from gpuroof.results import Run, atomic_write_text
 from gpuroof.units import si
 
@@ -342,7 +343,8 @@ def workloads_table(work: pd.DataFrame) -> str:
         mop = _num(r.get("measured_over_predicted"))
         unit = r.get("roof_unit") if isinstance(r.get("roof_unit"), str) and r.get("roof_unit") else r.get("unit")
         level = r.get("level") if isinstance(r.get("level"), str) else "dram"
-        flags = [f for f, on in (("above roof", r.get("above_roof")), ("INVALID", not r.get("valid"))) if on]
+        flags = [f for f, on in (("above roof", r.get("above_roof")), ("INVALID", not r.get("valid")),
+                                 ("host-bound", flagged(r.get("host_bound")))) if on]
         rows.append([
             i, r.get("name"), r.get("case", ""), r.get("dtype"), unit if level == "dram" else f"{unit} · {level}",
             fmt_num(r.get("intensity")), r.get("bound") if isinstance(r.get("bound"), str) else "-",
