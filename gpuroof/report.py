@@ -220,6 +220,11 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
     if val.get("invalid_matrix_sizes"):
         out.append(("bad", f"{val['invalid_matrix_sizes']} GEMM sample(s) of the matrix sweep failed their check "
                            "and are left out of the matrix ceilings."))
+    for unit, reason in (meta.get("matrix_failed_units") or {}).items():
+        out.append(("bad", f"the matrix unit {unit} failed and has no ceiling: {reason}."))
+    if meta.get("host_bound_points"):
+        out.append(("warn", f"{meta['host_bound_points']} sweep point(s) were host-bound: enqueueing their "
+                            "launches took at least 90% of their device time, so they measure the host."))
     hinv = (meta.get("hierarchy") or {}).get("invalid_sizes")
     if hinv:
         out.append(("bad", f"{hinv} working-set size(s) of the hierarchy sweep failed their check and are left "

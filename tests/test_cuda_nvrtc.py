@@ -257,9 +257,10 @@ def test_cache_read_keeps_at_least_4_independent_loads_in_flight(nvrtc, cuobjdum
         hot = max(loops, key=lambda ins: sum(op.startswith("LDG") for _, op, _ in ins))
         flight = loads_in_flight(hot)
         assert flight >= 4, f"{name}: {flight} load(s) in flight in its hot loop"
+        loads = sum(op.startswith("LDG") for _, op, _ in hot)
         with capsys.disabled():
-            print(f"\nsm_{arch} {name}: {flight} loads in flight, "
-                  f"{sum(op.startswith('LDG') for _, op, _ in hot)} loads per trip, {res[mapping[name]]['REG']} registers")
+            print(f"\nsm_{arch} {name}: {flight} loads in flight, {loads} loads per trip, "
+                  f"{res[mapping[name]]['REG']} registers")
 
 
 def test_loads_in_flight_counts_a_load_consumed_at_once_as_one():

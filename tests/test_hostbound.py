@@ -165,3 +165,19 @@ def test_profile_totals_flag_a_cuda_step_whose_host_span_reaches_its_device_time
     cpu = _totals(ops, [1e-3], [1.2e-3], [1e-3], 10 ** 9, False, "2.13", gpu=False)
     assert cpu["host_bound"] is None and cpu["enqueue_s"] is None
     assert _totals(ops, [1e-3], [0.3e-3], [1e-3], 10 ** 9, False, "2.13", gpu=True)["host_bound"] is False
+
+
+def test_report_warns_of_host_bound_sweep_points_and_failed_matrix_units(tmp_path):
+    from gpuroof.report import collect_warnings
+    from gpuroof.results import load_run
+
+    run = load_run(make_synthetic_run(tmp_path / "run", hierarchy=False, telemetry=False))
+    run.meta["matrix_failed_units"] = {"int8-matrix": "CUBLASError: cuBLAS Error: CUBLAS_STATUS_NOT_SUPPORTED"}
+    run.meta["host_bound_points"] = 2
+    found = collect_warnings(run, None, None, None)
+    assert ("bad", "the matrix unit int8-matrix failed and has no ceiling: CUBLASError: cuBLAS Error: "
+                   "CUBLAS_STATUS_NOT_SUPPORTED.") in found
+    assert any(sev == "warn" and text.startswith("2 sweep point(s) were host-bound") for sev, text in found)
+    run.meta["host_bound_points"] = None  # a CPU run: the flag does not apply, nothing to say
+    del run.meta["matrix_failed_units"]
+    assert not [t for _, t in collect_warnings(run, None, None, None) if "host-bound" in t or "matrix unit" in t]
