@@ -5,9 +5,11 @@
     print(res.summary())
 
 `fn` is any callable: a NumPy function (it blocks), a CuPy kernel or a torch op on the GPU (the
-CUDA timer puts events on the current stream around the call, so asynchronous launches are timed
-as device work). The placement uses the same timer, the same ceilings and the same rules as
-`gpuroof bench`.
+CUDA timer puts events on the current stream around the call, CuPy's, joined with torch's when
+torch uses another one, so asynchronous launches on a side stream are timed as device work). The
+host's time to make the call is measured beside the device time: a call whose host time is at least
+90% of its device time is flagged host-bound (gpuroof.hostbound). The placement uses the same
+timer, the same ceilings and the same rules as `gpuroof bench`.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 from gpuroof.backends.base import Backend
 from gpuroof.bench import NOISE_FLOOR, newest_run, place_case, same_device
 from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.hostbound import note as host_bound_note, window_figures
 from gpuroof.output import results_root
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline
@@ -159,6 +162,12 @@ class KernelResult:
     placement: dict
     notes: list[str] = field(default_factory=list)
     ceilings_source: str | None = None
+    #: enqueue_s, enqueue_fraction, host_bound (gpuroof.hostbound.window_figures): None on the CPU.
+    host: dict = field(default_factory=dict)
+
+    @property
+    def host_bound(self) -> bool | None:
+        return self.host.get("host_bound")
 
     @property
     def time_s(self) -> float:
@@ -181,7 +190,7 @@ class KernelResult:
         return {"name": self.name, "flops": self.flops, "bytes": self.bytes, "unit": self.unit,
                 "time_s": self.time_s, "time_q1_s": float(q1), "time_q3_s": float(q3),
                 "reps": int(len(self.times_s)), **self.placement, "notes": "; ".join(self.notes),
-                "ceilings_source": self.ceilings_source}
+                "ceilings_source": self.ceilings_source, **self.host}
 
     def summary(self) -> str:
         from gpuroof.units import si
@@ -193,7 +202,7 @@ class KernelResult:
                  f"  {p['bound'] or '-'}-bound against {p['roof_unit'] or self.unit} and dram: attainable "
                  f"{si(p['attainable_flops'], 'FLOP/s')}, efficiency {p['efficiency']:.2f}, "
                  f"measured/predicted {p['measured_over_predicted']:.2f}"
-                 + ("  ABOVE ROOF" if p["above_roof"] else "")]
+                 + ("  ABOVE ROOF" if p["above_roof"] else "") + ("  HOST-BOUND" if self.host_bound else "")]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -224,18 +233,22 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
         fn()  # first call: compilation, lazy allocation, autotuning stay out of the timing
         if check is not None and not check():
             raise MeasurementError(f"{name}: check() failed after the first call; not timed")
-        times = b.time(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
+        timing = b.timed(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
     finally:
         if owned:
             b.close()
+    times = timing.times_s
     med = float(np.median(times))
     q1, q3 = np.quantile(times, [0.25, 0.75])
     spread = float((q3 - q1) / med) if med > 0 else NOISE_FLOOR
     placed = place_case(roof, float(flops), float(bytes), med, unit, spread)
     notes = placed.pop("notes")
+    host = window_figures(timing)
+    if host["host_bound"]:
+        notes.append(host_bound_note(host["enqueue_s"], med))
     return KernelResult(name=name, flops=float(flops), bytes=float(bytes), unit=unit,
                         times_s=np.asarray(times), placement=placed, notes=notes,
-                        ceilings_source=source)
+                        ceilings_source=source, host=host)
 
 
 def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = False,

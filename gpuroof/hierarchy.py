@@ -18,6 +18,7 @@ import pandas as pd
 
 from gpuroof.backends.base import ITEMSIZE
 from gpuroof.errors import UsageError
+from gpuroof.hostbound import per_rep
 from gpuroof.sweep import check, counts, plateau_statistic
 
 #: Every level name gpuroof knows, smallest first. A device has a subset (CPU: l1, l2, l3, dram;
@@ -84,8 +85,9 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
             passes = launch.passes  # reads of every element in one launch, as the backend made it
             buf.partial[...] = np.nan
             t0 = sampler.now() if sampler is not None else 0.0
-            times = backend.time(launch.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
-                                 budget_s=budget_s)
+            timing = backend.timed(launch.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
+                                   budget_s=budget_s)
+            times, host = timing.times_s, per_rep(timing)
             t1 = sampler.now() if sampler is not None else 0.0
             err = check(backend, buf, "ro", 0, elements, launch.partial_elements, passes)
             _, nbytes = counts(DTYPE, "ro", 0, elements, launch.partial_elements,
@@ -95,7 +97,7 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
                 rows.append({"working_set_bytes": ws, "passes": passes, "bytes": nbytes, "rep": rep,
                              "kernel": kernel.name if kernel else None,
                              "time_s": float(t), "valid": err <= 1e-5, "rel_error": err,
-                             "t_start_s": t0, "t_end_s": t1, **tel})
+                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep]})
             if progress:
                 progress({"working_set_bytes": ws, "gbps": nbytes / float(np.median(times)) / 1e9,
                           "valid": err <= 1e-5})

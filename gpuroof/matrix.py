@@ -13,6 +13,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from gpuroof.errors import UsageError
+from gpuroof.hostbound import per_rep
+
 #: Relative tolerance (max |C - ref| / max |ref|) per unit: accumulation and output rounding only,
 #: since the reference uses the very inputs the library saw (already rounded to the unit's type).
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "tf32": 1e-2, "float16": 5e-3, "bfloat16": 2e-2,
@@ -61,6 +64,9 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
 
     Every size is timed (BLAS libraries pick different kernels by size, so an early flat stretch
     says little about the large sizes); `matrix_plateaus` then tells whether the rate levelled off.
+    A unit the library refuses (a CUBLASError: say int8 TN on a card or cuBLAS without it) or that
+    fails on the device gets one invalid row with the reason (`failed_unit`) and no ceiling; the
+    other units run on.
     """
     rows: list[dict] = []
     for unit in units:
@@ -69,24 +75,53 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
         for n in sizes:
             try:
                 g = backend.gemm(unit, n)
-            except MemoryError:
+                t0 = sampler.now() if sampler is not None else 0.0
+                timing = backend.timed(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
+                                       budget_s=budget_s)
+                t1 = sampler.now() if sampler is not None else 0.0
+                err = g.check()
+            except MemoryError as exc:
+                if not any(r["dtype"] == unit for r in rows):
+                    rows.append(failed_unit(unit, n, f"out of memory at the smallest size: {exc}"))
                 break  # the next sizes do not fit either; the plateau has what fit
-            t0 = sampler.now() if sampler is not None else 0.0
-            times = backend.time(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
-            t1 = sampler.now() if sampler is not None else 0.0
-            err = g.check()
+            except UsageError:
+                raise
+            except Exception as exc:  # CUBLASError (a layout or type refused), a driver error
+                rows.append(failed_unit(unit, n, f"{type(exc).__name__}: {first_line(exc)}"))
+                break  # this unit has no ceiling; the other units still run
             valid = err <= TOLERANCE[unit]
             tel = sampler.window(t0, t1) if sampler is not None else {}
+            times, host = timing.times_s, per_rep(timing)
             rate = g.flops / float(np.median(times))
             for rep, t in enumerate(times):
                 rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "layout": g.layout,
                              "rep": rep, "time_s": float(t),
                              "flops": g.flops, "bytes": g.bytes, "valid": valid, "rel_error": err,
-                             "t_start_s": t0, "t_end_s": t1, **tel})
+                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep]})
             if progress:
                 progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid})
             del g
     return pd.DataFrame(rows)
+
+
+def failed_unit(unit: str, n: int, reason: str) -> dict:
+    """The row that records a unit whose GEMM the library refused or that failed on the device:
+    invalid, no time, the reason in `error` (so one unit's failure never ends the run)."""
+    return {"unit": f"{unit}-matrix", "dtype": unit, "n": n, "rep": None, "time_s": None,
+            "valid": False, "error": reason}
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def failed_units(samples: pd.DataFrame) -> dict[str, str]:
+    """unit -> reason, for every unit recorded by `failed_unit`."""
+    if samples.empty or "error" not in samples:
+        return {}
+    bad = samples[samples["error"].notna() & (samples["error"].astype(str) != "")]
+    return {str(r.unit): str(r.error) for r in bad.itertuples()}
 
 
 def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:

@@ -23,7 +23,7 @@ from gpuroof.backends.base import Backend
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
-from gpuroof.matrix import matrix_ceilings, matrix_plateaus, matrix_sweep
+from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline
 from gpuroof.quality import ABOVE_THEORETICAL, Activity, assess, platform_state
 from gpuroof.sweep import CEILING_STATISTIC, CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
@@ -224,6 +224,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         if "matrix" in tables:
             roof["compute"].update(matrix_ceilings(tables["matrix"]))
             meta["matrix_plateau_reached"] = matrix_plateaus(tables["matrix"])
+            meta["matrix_failed_units"] = failed_units(tables["matrix"])
         roof["bandwidth"] = dict(sorted(roof["bandwidth"].items(), key=lambda kv: LEVELS.index(kv[0])))
         ceilings = Roofline.from_dict(roof)
         valid = points[points["valid"]]
@@ -258,6 +259,9 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                            "invalid_matrix_sizes": int((~tables["matrix"]["valid"]).sum())
                            if "matrix" in tables else 0},
             "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
+            # None where the host runs the work (the CPU): the flag does not apply there
+            "host_bound_points": int(points["host_bound"].fillna(False).astype(bool).sum())
+            if points["host_bound"].notna().any() else None,
             "noisy_points": int(points["noisy"].sum()),
             "ceiling_statistic": {"statistic": CEILING_STATISTIC, "by_ceiling": stats},
             "core_clock": core_clock,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from gpuroof.bench import newest_run, place_case, same_device
 from gpuroof.errors import UsageError
+from gpuroof.hostbound import host_bound, note as host_bound_note
 from gpuroof.output import emit_json, results_root
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
                              slug)
@@ -46,7 +47,7 @@ COLUMNS = ["kind", "name", "op", "module", "phase", "index", "count", "dtype", "
            "input_shapes", "flops", "bytes", "intensity", "time_s", "time_share", "achieved_flops",
            "achieved_bandwidth_Bps", "attainable_flops", "efficiency", "predicted_time_s",
            "measured_over_predicted", "lost_time_s", "bound", "above_roof", "cache_level",
-           "cache_attainable_flops", "cache_efficiency", "notes"]
+           "cache_attainable_flops", "cache_efficiency", "notes", "host_bound"]
 REPS = 5
 WARMUP = 2
 TOP = 10  # rows of the "where the time goes" table
@@ -363,6 +364,8 @@ class ProfileResult:
                  f"headroom {t['headroom']:.2f}x if every op ran at its roof",
                  f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
                  f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}"]
+        if t.get("host_bound"):
+            lines.append("  HOST-BOUND: " + host_bound_note(t["enqueue_s"], t["profiled_time_s"]))
         return "\n".join(lines)
 
     def write(self, out: str | Path, formats: tuple[str, ...] = ("png",)) -> dict[str, Path]:
@@ -543,7 +546,7 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     table = _table(records, times, roof)
     label = name or type(model).__name__
     totals = _totals(table, op_s, span_s, np.nansum(times, axis=1).tolist(), counted, backward,
-                     str(torch.__version__))
+                     str(torch.__version__), gpu)
     table = pd.concat([table, _aggregate(table, "op", "op_type"), _aggregate(table, "module", "module"),
                        _model_row(table, totals)], ignore_index=True).reindex(columns=COLUMNS)
     return ProfileResult(name=label, table=table, totals=totals, device=device_desc,
@@ -633,14 +636,17 @@ def _median(xs: list[float]) -> float:
 
 
 def _totals(ops: pd.DataFrame, profiled_s: list[float], wall_s: list[float], matched_s: list[float],
-            counted: int, backward: bool, torch_version: str) -> dict:
+            counted: int, backward: bool, torch_version: str, gpu: bool = False) -> dict:
     """Whole-model figures. profiled_time_s: the time the profiler gives the step's top-level events
     (device time on CUDA); wall_time_s: the step's span on the host clock, whose difference from
     the op time is Python and framework work between ops. op_time_coverage: per repetition, the
     time of the matched ops over the profiled time (the median over repetitions), so that a
-    preemption in one repetition counts on both sides."""
+    preemption in one repetition counts on both sides. On CUDA the step's host span is its enqueue
+    time: host_bound says whether it reached 90% of the profiled device time (gpuroof.hostbound);
+    on a CPU the host does the work and host_bound is None."""
     ratios = [m / p for m, p in zip(matched_s, profiled_s) if p > 0]
     c = _combine(ops)
+    enqueue = _median(wall_s) if gpu else None
     return {"phase": "forward+backward" if backward else "forward", "ops": c["count"],
             "ops_placed": int(ops["bound"].notna().sum()), "ops_timed": int(ops["time_s"].notna().sum()),
             "flops": c["flops"], "flop_counter_total": int(counted), "bytes": c["bytes"],
@@ -649,11 +655,16 @@ def _totals(ops: pd.DataFrame, profiled_s: list[float], wall_s: list[float], mat
             "predicted_time_s": c["predicted_time_s"], "headroom": c["measured_over_predicted"],
             "efficiency": c["efficiency"], "achieved_flops": c["achieved_flops"],
             "achieved_bandwidth_Bps": c["achieved_bandwidth_Bps"], "attainable_flops": c["attainable_flops"],
-            "bound": c["bound"], "reps": len(profiled_s), "torch": torch_version}
+            "bound": c["bound"], "reps": len(profiled_s), "torch": torch_version,
+            "enqueue_s": enqueue, "host_bound": host_bound(enqueue, _median(profiled_s))}
 
 
 def _model_row(ops: pd.DataFrame, totals: dict) -> pd.DataFrame:
-    row = {"kind": "model", "name": "(whole model)", "phase": totals["phase"], **_combine(ops), "time_share": 1.0}
+    row = {"kind": "model", "name": "(whole model)", "phase": totals["phase"], **_combine(ops), "time_share": 1.0,
+           "host_bound": totals.get("host_bound")}
+    if totals.get("host_bound"):
+        row["notes"] = "; ".join(filter(None, [row.get("notes"), host_bound_note(
+            totals["enqueue_s"], totals["profiled_time_s"])]))
     return pd.DataFrame([row])
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from gpuroof import __version__
 from gpuroof.errors import UsageError
+from gpuroof.hostbound import flagged
 from gpuroof.results import Run, atomic_write_text
 from gpuroof.units import si
 
@@ -254,6 +255,11 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
     if val.get("invalid_matrix_sizes"):
         out.append(("bad", f"{val['invalid_matrix_sizes']} GEMM sample(s) of the matrix sweep failed their check "
                            "and are left out of the matrix ceilings."))
+    for unit, reason in (meta.get("matrix_failed_units") or {}).items():
+        out.append(("bad", f"the matrix unit {unit} failed and has no ceiling: {reason}."))
+    if meta.get("host_bound_points"):
+        out.append(("warn", f"{meta['host_bound_points']} sweep point(s) were host-bound: enqueueing their "
+                            "launches took at least 90% of their device time, so they measure the host."))
     hinv = (meta.get("hierarchy") or {}).get("invalid_sizes")
     if hinv:
         out.append(("bad", f"{hinv} working-set size(s) of the hierarchy sweep failed their check and are left "
@@ -377,7 +383,8 @@ def workloads_table(work: pd.DataFrame) -> str:
         mop = _num(r.get("measured_over_predicted"))
         unit = r.get("roof_unit") if isinstance(r.get("roof_unit"), str) and r.get("roof_unit") else r.get("unit")
         level = r.get("level") if isinstance(r.get("level"), str) else "dram"
-        flags = [f for f, on in (("above roof", r.get("above_roof")), ("INVALID", not r.get("valid"))) if on]
+        flags = [f for f, on in (("above roof", r.get("above_roof")), ("INVALID", not r.get("valid")),
+                                 ("host-bound", flagged(r.get("host_bound")))) if on]
         rows.append([
             i, r.get("name"), r.get("case", ""), r.get("dtype"), unit if level == "dram" else f"{unit} · {level}",
             fmt_num(r.get("intensity")), r.get("bound") if isinstance(r.get("bound"), str) else "-",

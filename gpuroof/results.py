@@ -150,8 +150,8 @@ TABLES: dict[str, dict[str, str]] = {
                "valid": "bool", "sm_clock_mhz": "num?", "throttled": "bool?"},
     "hierarchy": {"working_set_bytes": "num", "bytes": "num?", "rep": "int?", "time_s": "time?",
                   "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?"},
-    "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int", "time_s": "time",
-               "flops": "num", "bytes": "num", "valid": "bool", "throttled": "bool?"},
+    "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int?", "time_s": "time?",
+               "flops": "num?", "bytes": "num?", "valid": "bool", "throttled": "bool?"},  # a failed unit: no time
     "shared": {"rep": "int", "time_s": "time", "bytes": "num", "valid": "bool"},
     "workloads": {"name": "str", "case": "str", "dtype": "str", "flops": "num?", "bytes": "num?",
                   "time_s": "time?", "efficiency": "num?", "attainable_flops": "num?",

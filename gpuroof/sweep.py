@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.backends.base import ITEMSIZE, SWEEP_B, VARIANTS, Backend, SweepBuffers
+from gpuroof.hostbound import host_bound, per_rep
 from gpuroof.roofline import Roofline
 from gpuroof.telemetry import Sampler
 
@@ -155,8 +156,9 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                 buf.partial[...] = np.nan  # stale results of another point can never pass the check
                 buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
                 t_start = sampler.now()
-                times = backend.time(launch.run, warmup=settings.warmup, min_reps=settings.min_reps,
-                                     max_reps=settings.max_reps, budget_s=settings.budget_s)
+                timing = backend.timed(launch.run, warmup=settings.warmup, min_reps=settings.min_reps,
+                                       max_reps=settings.max_reps, budget_s=settings.budget_s)
+                times, host = timing.times_s, per_rep(timing)
                 t_end = sampler.now()
                 err = check(backend, buf, variant, fmas, elements, launch.partial_elements)
                 valid = err <= TOLERANCE[(variant, dtype)]
@@ -171,7 +173,7 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                         * (2 if variant == "rw" else 1), "flops": flops, "bytes": nb,
                         "intensity_flop_per_byte": flops / nb, "rep": rep, "time_s": float(t),
                         "valid": valid, "rel_error": err, "t_start_s": t_start, "t_end_s": t_end,
-                        "kernel": kernel["kernel"].name if kernel else None, **tel,
+                        "kernel": kernel["kernel"].name if kernel else None, **tel, **host[rep],
                     })
                 if progress:
                     progress({"dtype": dtype, "variant": variant, "fmas": fmas,
@@ -185,6 +187,8 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per point: median time and its spread, rates at the median, flags."""
     keys = ["dtype", "variant", "fmas_per_element"]
+    samples = samples.assign(enqueue_s=pd.to_numeric(  # the host's enqueue per launch: none on the CPU
+        samples["enqueue_s"] if "enqueue_s" in samples else np.nan, errors="coerce"))
     g = samples.groupby(keys, sort=False)
     pts = g.agg(elements=("elements", "first"), working_set_bytes=("working_set_bytes", "first"),
                 flops=("flops", "first"), bytes=("bytes", "first"),
@@ -195,7 +199,9 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
                 valid=("valid", "all"), rel_error=("rel_error", "max"),
                 sm_clock_mhz=("sm_clock_mhz", "first"), mem_clock_mhz=("mem_clock_mhz", "first"),
                 power_w=("power_w", "first"), temperature_c=("temperature_c", "first"),
-                throttled=("throttled", "first")).reset_index()
+                throttled=("throttled", "first"), enqueue_s=("enqueue_s", "median")).reset_index()
+    pts["host_bound"] = [host_bound(e if np.isfinite(e) else None, t)
+                         for e, t in zip(pts["enqueue_s"], pts["time_s"])]
     pts["flops_per_s"] = pts["flops"] / pts["time_s"]
     pts["bandwidth_Bps"] = pts["bytes"] / pts["time_s"]
     pts["noisy"] = (pts["time_q3_s"] - pts["time_q1_s"]) / pts["time_s"] > NOISY_IQR

@@ -16,7 +16,8 @@
 //   for stride 1). Accumulation is in float for float/half/bfloat16 and in double for double, so
 //   16-bit data runs on the float32 FMA pipes (the unit the workload declares).
 // im2col<T>: cols[n, (c*KS + r)*KS + s, oh*OW + ow] = x[n, c, oh*stride + r - pad, ow*stride + s - pad]
-//   (0 outside), one element per thread, grid-stride; a cuBLAS GEMM then does the FLOPs.
+//   (0 outside), one thread per output pixel looping over c, r, s (see the kernel); one strided-
+//   batched cuBLAS GEMM then does the FLOPs.
 //
 // Compile check without NVRTC: nvcc -std=c++17 -arch=sm_90 -c -DGPUROOF_INSTANTIATE_ALL conv2d.cu
 
@@ -40,6 +41,12 @@ template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return
 template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
 }
+
+// Zero of T as a bit pattern: T(0) from an int converts at run time for the 16-bit types (I2F in
+// the SASS, inside im2col's loop).
+template <typename T> __device__ __forceinline__ T zero() { return T(0); }
+template <> __device__ __forceinline__ __half zero<__half>() { return __ushort_as_half(0); }
+template <> __device__ __forceinline__ __nv_bfloat16 zero<__nv_bfloat16>() { return __ushort_as_bfloat16(0); }
 
 }  // namespace gpuroof_conv
 
@@ -116,43 +123,40 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ 
     }
 }
 
-// im2col's index math in I: 32-bit (unsigned) whenever the column matrix has fewer than 2^31
-// elements, so the divisions per element are 32-bit (a 64-bit division is a ~70-instruction
-// routine and made the kernel ALU-bound); 64-bit only for larger ones. Addresses are size_t.
-template <typename T, typename I>
-__device__ __forceinline__ void im2col_range(const T* __restrict__ x, T* __restrict__ cols, I total,
-                                             I C, int H, int W, I KS, I OH, I OW, int stride, int pad) {
-    const I plane = OH * OW;
-    const I rows = C * KS * KS;
-    const I kk = KS * KS;
-    const I threads = (I)gridDim.x * blockDim.x;
-    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += threads) {
-        const I q = i / plane;  // n * rows + row
-        const I p = i - q * plane;  // output pixel
-        const I n = q / rows;
-        const I row = q - n * rows;
-        const I c = row / kk;
-        const I rs = row - c * kk;
-        const I r = rs / KS;
-        const I s = rs - r * KS;
-        const I oh = p / OW;
-        const I ow = p - oh * OW;
-        const int ih = (int)oh * stride - pad + (int)r;
-        const int iw = (int)ow * stride - pad + (int)s;
-        T v = T(0);
-        if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[(((size_t)n * C + c) * H + ih) * W + iw];
-        cols[i] = v;
-    }
-}
-
+// im2col: one thread per output pixel p = oh*OW + ow of one image (a 2-D grid: x over tiles of 256
+// pixels, y over images, striding past gridDim.y for batches above 65535). The thread divides once
+// (p -> oh, ow), then walks c, r, s: each step stores one element of its column, one matrix row
+// (OH*OW elements) after the last, so consecutive threads store consecutive addresses, and loads
+// the input element beside the previous one. The hot loop holds no division (the old one-element-
+// per-thread kernel did five per element; tests/test_cuda_nvrtc.py counts both in the SASS).
+// Addresses are size_t; the pixel index is int (the host refuses OH*OW >= 2^31).
 template <typename T>
-__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, long long total, int C, int H,
-                       int W, int KS, int OH, int OW, int stride, int pad) {
-    if (total < (1LL << 31)) {
-        im2col_range<T, unsigned int>(x, cols, (unsigned int)total, C, H, W, KS, OH, OW, stride, pad);
-    } else {
-        im2col_range<T, unsigned long long>(x, cols, (unsigned long long)total, C, H, W, KS, OH, OW,
-                                            stride, pad);
+__global__ void __launch_bounds__(256)
+im2col(const T* __restrict__ x, T* __restrict__ cols, int N, int C, int H, int W, int KS, int OH, int OW,
+       int stride, int pad) {
+    const int plane = OH * OW;
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= plane) return;
+    const int oh = p / OW;
+    const int ow = p - oh * OW;
+    const int ih0 = oh * stride - pad;
+    const int iw0 = ow * stride - pad;
+    const size_t image_in = (size_t)C * H * W;
+    const size_t image_out = (size_t)C * KS * KS * plane;
+    for (int n = blockIdx.y; n < N; n += gridDim.y) {
+        const T* xc = x + n * image_in;
+        T* out = cols + n * image_out + p;
+        for (int c = 0; c < C; ++c, xc += (size_t)H * W) {
+            for (int r = 0; r < KS; ++r) {
+                const int ih = ih0 + r;
+                const bool row_in = (unsigned)ih < (unsigned)H;
+                const T* row = xc + (size_t)(row_in ? ih : 0) * W;
+                for (int s = 0; s < KS; ++s, out += plane) {
+                    const int iw = iw0 + s;
+                    *out = row_in && (unsigned)iw < (unsigned)W ? row[iw] : gpuroof_conv::zero<T>();
+                }
+            }
+        }
     }
 }
 
@@ -165,8 +169,8 @@ template __global__ void conv2d_direct<float, 7, 8>(const float*, const float*, 
 template __global__ void conv2d_direct<double, 3, 8>(const double*, const double*, double*, int, int, int, int, int, int, int, int, int);
 template __global__ void conv2d_direct<__half, 3, 8>(const __half*, const __half*, __half*, int, int, int, int, int, int, int, int, int);
 template __global__ void conv2d_direct<__nv_bfloat16, 3, 8>(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, int, int, int, int, int, int, int, int, int);
-template __global__ void im2col<float>(const float*, float*, long long, int, int, int, int, int, int, int, int);
-template __global__ void im2col<double>(const double*, double*, long long, int, int, int, int, int, int, int, int);
-template __global__ void im2col<__half>(const __half*, __half*, long long, int, int, int, int, int, int, int, int);
-template __global__ void im2col<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, long long, int, int, int, int, int, int, int, int);
+template __global__ void im2col<float>(const float*, float*, int, int, int, int, int, int, int, int, int);
+template __global__ void im2col<double>(const double*, double*, int, int, int, int, int, int, int, int, int);
+template __global__ void im2col<__half>(const __half*, __half*, int, int, int, int, int, int, int, int, int);
+template __global__ void im2col<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, int, int, int, int, int, int, int, int, int);
 #endif

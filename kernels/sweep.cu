@@ -260,26 +260,60 @@ __global__ void sweep(const T* __restrict__ x, T* __restrict__ out,
 //   CG = true : __ldcg (cache global): served by L2, never by L1, for working sets beyond one SM's L1;
 //               without it each thread's re-read vectors stay in its own SM's L1 up to SMs x L1 bytes.
 //   CG = false: __ldg through L1, for working sets within one SM's L1.
+// Loads in flight: a trip of the main loop works out kCacheReadInFlight indices first (the index
+// walk needs no loaded value), then issues that many independent 16-byte loads, then adds them, so
+// each thread has kCacheReadInFlight loads outstanding, enough to cover L2 and HBM latency (a loop
+// of one load feeding an add behind its exit branch keeps one). tests/test_cuda_nvrtc.py checks in
+// the SASS that no instruction between the first and the last of those loads reads a loaded value.
 // Each thread writes one float, partial[thread id], the sum of what it read (exact: the inputs are
 // multiples of 0.5 below 31 and a thread reads a few thousand of them).
+#define GPUROOF_CACHE_READ_IN_FLIGHT 4
+
+template <bool CG>
+__device__ __forceinline__ float4 cache_load(const float4* p) {
+    return CG ? __ldcg(p) : __ldg(p);
+}
+
 template <bool CG>
 __global__ void cache_read(const float4* __restrict__ x, float* __restrict__ partial, unsigned int nvec,
                            unsigned int reads_per_pass, unsigned int passes) {
+    constexpr unsigned int U = GPUROOF_CACHE_READ_IN_FLIGHT;
     const unsigned int threads = gridDim.x * blockDim.x;
     const unsigned int g = blockIdx.x * blockDim.x + threadIdx.x;
     const unsigned int advance = threads % nvec;
+    // This thread's reads per pass: g, g + T, ... below reads_per_pass.
+    const unsigned int mine = g < reads_per_pass ? (reads_per_pass - 1 - g) / threads + 1 : 0;
     float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
     for (unsigned int p = 0; p < passes; ++p) {
         unsigned int i = g % nvec;
-#pragma unroll 4
-        for (unsigned int r = g; r < reads_per_pass; r += threads) {
-            const float4 v = CG ? __ldcg(x + i) : __ldg(x + i);
+        unsigned int k = 0;
+        for (; k + U <= mine; k += U) {
+            unsigned int at[U];
+#pragma unroll
+            for (unsigned int u = 0; u < U; ++u) {
+                at[u] = i;
+                i += advance;
+                i = i >= nvec ? i - nvec : i;
+            }
+            float4 v[U];
+#pragma unroll
+            for (unsigned int u = 0; u < U; ++u) v[u] = cache_load<CG>(x + at[u]);
+#pragma unroll
+            for (unsigned int u = 0; u < U; ++u) {
+                s.x += v[u].x;
+                s.y += v[u].y;
+                s.z += v[u].z;
+                s.w += v[u].w;
+            }
+        }
+        for (; k < mine; ++k) {  // the last mine % U reads
+            const float4 v = cache_load<CG>(x + i);
             s.x += v.x;
             s.y += v.y;
             s.z += v.z;
             s.w += v.w;
             i += advance;
-            if (i >= nvec) i -= nvec;
+            i = i >= nvec ? i - nvec : i;
         }
     }
     partial[g] = (s.x + s.y) + (s.z + s.w);

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real quick CPU measurement per test session."""
+"""Shared fixtures: one real quick CPU measurement per test session; a CUDA backend where there is a device."""
 from __future__ import annotations
 
 import subprocess
@@ -24,3 +24,16 @@ def cpu_run(tmp_path_factory):
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return load_run(out)
+
+
+@pytest.fixture(scope="module")
+def cuda_backend():
+    """A CUDA backend on device 0, closed after the module; skips without cupy or a visible device."""
+    pytest.importorskip("cupy", reason="cupy is not installed (pip install gpuroof[cuda13])")
+    from gpuroof.backends.cuda import CudaBackend
+
+    if not CudaBackend.available():
+        pytest.skip("cupy sees no CUDA device (no GPU or no driver)")
+    b = CudaBackend(0)
+    yield b
+    b.close()

@@ -24,10 +24,8 @@ BUFFER_BYTES = 20 * (1 << 20) + 4096
 
 
 @pytest.fixture(scope="module")
-def backend():
-    b = cuda.CudaBackend(0)
-    yield b
-    b.close()
+def backend(cuda_backend):
+    return cuda_backend
 
 
 @pytest.fixture(scope="module")

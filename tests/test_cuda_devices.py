@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 import pytest
+from pynvml_spec import PynvmlSpec
 
 from gpuroof.backends.cpu import CpuBackend
 from gpuroof.backends.cuda import device as dev
@@ -178,7 +179,7 @@ def test_fp32_compute_point_lasts_tens_of_ms_in_whole_grid_steps(gpu):
     assert old_elements * per_element_s < 0.005 and elements * per_element_s >= 0.01
 
 
-class _PciNvml:
+class _PciNvml(PynvmlSpec):
     """pynvml as nvidia-ml-py 13 has it: nvmlDeviceGetHandleByPciBusId, no `_v2` name."""
 
     def __init__(self, handles):

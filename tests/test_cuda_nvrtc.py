@@ -166,6 +166,11 @@ def resources(text: str) -> dict[str, dict[str, int]]:
 def innermost_loops(code: list[tuple[int, str, str]]) -> list[list[str]]:
     """Opcodes of each loop whose body holds no other loop (a loop: a backward branch, from its
     target to the branch)."""
+    return [[op for _, op, _ in ins] for ins in innermost_loop_code(code)]
+
+
+def innermost_loop_code(code: list[tuple[int, str, str]]) -> list[list[tuple[int, str, str]]]:
+    """Each innermost loop's instructions (address, opcode, operands)."""
     loops = []
     for addr, op, args in code:
         m = re.match(r"0x([0-9a-f]+)", args.strip()) if op == "BRA" else None
@@ -173,7 +178,7 @@ def innermost_loops(code: list[tuple[int, str, str]]) -> list[list[str]]:
             loops.append((int(m.group(1), 16), addr))
     inner = [(lo, hi) for lo, hi in loops if not any(lo <= a and b <= hi and (a, b) != (lo, hi)
                                                      for a, b in loops)]
-    return [[op for a, op, _ in code if lo <= a <= hi] for lo, hi in inner]
+    return [[ins for ins in code if lo <= ins[0] <= hi] for lo, hi in inner]
 
 
 #: The packed or scalar FMA opcode each dtype's chains compile to (-ftz=true gives FFMA.FTZ).
@@ -215,6 +220,62 @@ def test_sweep_sass_has_8_chains_of_32_fmas_per_loop_trip_128_bit_accesses_and_n
               f"{FMA_OP[dtype]} per loop trip at 2048 FMAs: 256; no spills")
 
 
+def loads_in_flight(code: list[tuple[int, str, str]]) -> int:
+    """Most 128-bit global loads outstanding at once in this straight-line code.
+
+    A load stays in flight until a later instruction names a register it writes (reads it, or
+    overwrites it: either waits on the load's scoreboard, and issue is in order). Each register a
+    later instruction names counts as itself and the next one (it may be half of a 64-bit
+    operand), so the count can only err low.
+    """
+    outstanding: list[set[int]] = []
+    most = 0
+    for _, op, args in code:
+        named = {int(r) for r in re.findall(r"\bR(\d+)\b", args)}
+        named |= {r + 1 for r in named}
+        is_load = op.startswith("LDG") and ".128" in op
+        dest = None
+        if is_load:
+            first = re.match(r"\s*R(\d+)", args)
+            dest = set(range(int(first.group(1)), int(first.group(1)) + 4)) if first else None
+            named -= dest or set()  # its own address may share the destination registers
+        outstanding = [regs for regs in outstanding if not regs & named]
+        if dest:
+            outstanding.append(dest)
+        most = max(most, len(outstanding))
+    return most
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cache_read_keeps_at_least_4_independent_loads_in_flight(nvrtc, cuobjdump, arch, tmp_path, capsys):
+    """The old loop (one load feeding four adds behind the loop's exit test) had one load in flight."""
+    cubin, mapping = build(nvrtc, "sweep float32", arch)
+    code = functions(cuobjdump(cubin, "-sass", tmp_path))
+    res = resources(cuobjdump(cubin, "-res-usage", tmp_path))
+    for name in kernels.CACHE_READ.values():
+        loops = innermost_loop_code(code[mapping[name]])
+        hot = max(loops, key=lambda ins: sum(op.startswith("LDG") for _, op, _ in ins))
+        flight = loads_in_flight(hot)
+        assert flight >= 4, f"{name}: {flight} load(s) in flight in its hot loop"
+        loads = sum(op.startswith("LDG") for _, op, _ in hot)
+        with capsys.disabled():
+            print(f"\nsm_{arch} {name}: {flight} loads in flight, {loads} loads per trip, "
+                  f"{res[mapping[name]]['REG']} registers")
+
+
+def test_loads_in_flight_counts_a_load_consumed_at_once_as_one():
+    serial = [(0, "LDG.E.128", "R4, desc[UR6][R2.64]"), (1, "FADD.FTZ", "R8, R8, R4"),
+              (2, "LDG.E.128", "R4, desc[UR6][R6.64]"), (3, "FADD.FTZ", "R8, R8, R5")]
+    assert loads_in_flight(serial) == 1
+    batched = [(0, "LDG.E.128", "R4, desc[UR6][R2.64]"), (1, "LDG.E.128", "R12, desc[UR6][R10.64]"),
+               (2, "IMAD.WIDE.U32", "R20, R22, 0x10, R24"), (3, "LDG.E.128", "R16, desc[UR6][R20.64]"),
+               (4, "FADD.FTZ", "R8, R8, R4"), (5, "LDG.E.128", "R28, desc[UR6][R26.64]")]
+    assert loads_in_flight(batched) == 3  # the add waits for the first load before the fourth issues
+    overwrite = [(0, "LDG.E.128", "R4, desc[UR6][R2.64]"), (1, "IADD3", "R7, R20, R22, RZ"),
+                 (2, "LDG.E.128", "R12, desc[UR6][R10.64]")]
+    assert loads_in_flight(overwrite) == 1  # writing R7 waits for the load that writes R4..R7
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_cache_read_bypasses_l1_only_in_its_cg_instance(nvrtc, cuobjdump, arch, tmp_path):
     cubin, mapping = build(nvrtc, "sweep float32", arch)
@@ -235,12 +296,35 @@ def test_conv2d_direct_feeds_8_fmas_from_two_128_bit_shared_loads(nvrtc, cuobjdu
     assert ops.count("FFMA.FTZ") >= 4 * len(shared), (ops.count("FFMA.FTZ"), len(shared))
 
 
+#: Opcodes a 32-bit integer division leaves in SASS: by a runtime divisor, IMAD.HI (with the
+#: reciprocal from I2F.RP and MUFU.RCP, hoisted when the divisor is loop-invariant); a 64-bit one
+#: calls a routine.
+DIVISION_OPS = ("IMAD.HI", "MUFU.RCP", "I2F.RP", "I2F.U32.RP", "CALL")
+
+#: Most SASS instructions per element the im2col hot loop may take (the one-element-per-thread
+#: kernel it replaced took 91, five of its divisions among them).
+IM2COL_MAX_INSTRUCTIONS_PER_ELEMENT = 10
+
+
 @pytest.mark.parametrize("arch", ARCHES)
-def test_im2col_loop_below_2_to_the_31_elements_does_32_bit_division(nvrtc, cuobjdump, arch, tmp_path):
-    """A 64-bit division is a call of a ~70-instruction routine; a 32-bit one is inline. The loop
-    that serves column matrices below 2^31 elements must store without calling anything."""
+def test_im2col_hot_loop_has_no_division_and_few_instructions_per_element(nvrtc, cuobjdump, arch, tmp_path,
+                                                                          capsys):
     cubin, mapping = build(nvrtc, "conv2d", arch)
-    code = functions(cuobjdump(cubin, "-sass", tmp_path))[mapping[im2col_name("float32")]]
-    loops = [ops for ops in innermost_loops(code) if any(op.startswith("STG") for op in ops)]
-    assert any(not any(op.startswith("CALL") for op in ops) for ops in loops), \
-        f"every im2col loop calls a division routine: {[sorted(set(ops)) for ops in loops]}"
+    code = functions(cuobjdump(cubin, "-sass", tmp_path))
+    figures = []
+    for dtype in WORKLOAD_TYPES:
+        body = code[mapping[im2col_name(dtype)]]
+        ops = [op for _, op, _ in body]
+        assert ops.count("MUFU.RCP") == 1, f"{dtype}: {ops.count('MUFU.RCP')} reciprocals (one: pixel -> oh, ow)"
+        loops = [loop for loop in innermost_loops(body) if any(op.startswith("STG") for op in loop)]
+        assert loops, f"{dtype}: no loop stores"
+        for loop in loops:
+            divisions = sorted({op for op in loop if op.startswith(DIVISION_OPS)})
+            assert not divisions, f"{dtype}: a storing loop divides: {divisions}"
+        hot = max(loops, key=lambda loop: sum(op.startswith("STG") for op in loop))
+        per = len(hot) / sum(op.startswith("STG") for op in hot)
+        assert per <= IM2COL_MAX_INSTRUCTIONS_PER_ELEMENT, f"{dtype}: {per:.1f} instructions per element"
+        figures.append(f"{dtype} {per:.2f}")
+    with capsys.disabled():
+        print(f"\nsm_{arch} im2col hot loop, SASS instructions per element: {', '.join(figures)}; "
+              "divisions in it: 0; per thread: 1")

@@ -111,3 +111,46 @@ def test_matrix_plateau_is_reached_when_the_largest_size_gains_little():
     df = pd.DataFrame(rows("float32-matrix", [(512, 100e9), (1024, 200e9), (2048, 201e9)])
                       + rows("float64-matrix", [(512, 50e9), (1024, 60e9), (2048, 90e9)]))
     assert matrix_plateaus(df) == {"float32-matrix": True, "float64-matrix": False}
+
+
+class CUBLASError(Exception):
+    """Stands in for cupy_backends' CUBLASError (its library is not loadable without a GPU stack)."""
+
+
+class RefusingBackend(CpuBackend):
+    """The CPU backend whose library refuses one unit, as cuBLAS refuses a layout it lacks: at the
+    first enqueue (`where="run"`) or when the GEMM is prepared (`where="prepare"`)."""
+
+    def __init__(self, refused: str, where: str):
+        super().__init__(0)
+        self.refused, self.where = refused, where
+
+    def gemm(self, unit, n):
+        if unit != self.refused:
+            return super().gemm(unit, n)
+        if self.where == "prepare":
+            raise CUBLASError("cuBLAS Error: CUBLAS_STATUS_NOT_SUPPORTED")
+        g = super().gemm(unit, n)
+
+        def run():
+            raise CUBLASError("cuBLAS Error: CUBLAS_STATUS_NOT_SUPPORTED")
+        return type(g)(**{**g.__dict__, "run": run})
+
+
+@pytest.mark.parametrize("where", ["prepare", "run"])
+def test_a_unit_the_library_refuses_is_recorded_invalid_and_the_other_units_still_run(where, tmp_path):
+    from gpuroof.matrix import failed_units, matrix_sweep
+    from gpuroof.results import check_table, write_run
+
+    backend = RefusingBackend("float32", where)
+    samples = matrix_sweep(backend, ("float32", "float64"), (64, 128), budget_s=0.0, min_reps=2, max_reps=2)
+    refused = samples[samples["unit"] == "float32-matrix"]
+    assert len(refused) == 1 and not refused["valid"].any() and refused["time_s"].isna().all()
+    assert failed_units(samples) == {"float32-matrix": "CUBLASError: cuBLAS Error: CUBLAS_STATUS_NOT_SUPPORTED"}
+    ok = samples[samples["unit"] == "float64-matrix"]
+    assert ok["valid"].all() and sorted(set(ok["n"])) == [64, 128]
+    assert set(matrix_ceilings(samples)) == {"float64-matrix"}
+    # The run directory takes the failed row (no time) and reads it back through the schema.
+    write_run(tmp_path, {"schema_version": 1}, {"matrix": samples})
+    back = check_table(pd.read_csv(tmp_path / "matrix.csv"), "matrix", tmp_path / "matrix.csv")
+    assert failed_units(back) == failed_units(samples)

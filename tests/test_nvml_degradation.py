@@ -1,4 +1,16 @@
-"""NVML absent or partly unsupported: values become None, the run goes on (fakes only at this boundary)."""
+"""NVML absent or partly unsupported: values become None, the run goes on (fakes only at this boundary).
+
+The fakes are built on tests/pynvml_spec.py: a name the installed pynvml lacks raises, so a misspelled
+NVML function in gpuroof fails here instead of reading as "unsupported" (None).
+"""
+import re
+from pathlib import Path
+
+import pynvml
+import pytest
+from pynvml_spec import PynvmlSpec, UnknownNvmlName
+
+import gpuroof
 from gpuroof.nvml import Nvml, is_throttled, reason_names
 
 
@@ -6,7 +18,7 @@ class NotSupported(Exception):
     pass
 
 
-class FakeNvml:
+class FakeNvml(PynvmlSpec):
     """Stands in for pynvml: supports some calls, raises NotSupported for others."""
 
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
@@ -74,3 +86,25 @@ def test_reason_bits_tell_throttling_from_idle():
     assert is_throttled(0x4) is True  # software power cap
     assert is_throttled(None) is None
     assert reason_names(0x44) == ["sw_power_cap", "hw_thermal_slowdown"]
+
+
+def test_a_misspelled_nvml_function_fails_instead_of_reading_as_unsupported():
+    nv = Nvml(FakeNvml())
+    with pytest.raises(UnknownNvmlName, match="nvmlDeviceGetClockInf"):
+        nv._call("nvmlDeviceGetClockInf", "h0", 1)
+    with pytest.raises(UnknownNvmlName):
+        getattr(FakeNvml(), "NVML_CLOCK_SMM", 1)
+    # A call pynvml has but the fake leaves out is absent, as in an older nvidia-ml-py: None.
+    assert nv._call("nvmlDeviceGetMemoryBusWidth", "h0") is None
+
+
+def test_every_nvml_name_gpuroof_uses_exists_in_the_installed_pynvml():
+    root = Path(gpuroof.__file__).resolve().parent
+    names = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        names |= set(re.findall(r"_call\(\s*[\"'](nvml\w+)[\"']", text))
+        names |= set(re.findall(r"getattr\(\s*\w+\s*,\s*[\"'](NVML_\w+)[\"']", text))
+    assert len(names) >= 15, sorted(names)  # the scan found the calls (nvml.py, environment.py)
+    missing = sorted(n for n in names if not hasattr(pynvml, n))
+    assert not missing, f"names pynvml does not have: {missing}"

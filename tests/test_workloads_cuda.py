@@ -80,15 +80,8 @@ def test_workload_kernels_compile_for_sm80_and_sm90_without_spills(name, tmp_pat
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cuda():
-    pytest.importorskip("cupy", reason="cupy is not installed")
-    from gpuroof.backends.cuda import CudaBackend
-
-    if not CudaBackend.available():
-        pytest.skip("no CUDA device visible")
-    b = CudaBackend(0)
-    yield b
-    b.close()
+def cuda(cuda_backend):
+    return cuda_backend
 
 
 def _check_on_device(backend, workload, p) -> float:

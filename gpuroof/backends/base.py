@@ -7,9 +7,12 @@ so host-side code never has to think about asynchrony.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gpuroof.hostbound import Timing
 
 #: The sweep kernel's constants, passed as kernel arguments so the compiler cannot fold them.
 #: With a = -1 every FMA v*a + b is exact in every dtype, so the closed form is exact too:
@@ -41,15 +44,26 @@ class SweepBuffers:
     extra: dict = field(default_factory=dict)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Blocking:
     """A callable that enqueues device work and waits for it; `enqueue` alone does not wait, so a
-    device timer can put its events around the device work only."""
+    device timer can put its events around the device work only.
 
-    def __init__(self, enqueue: Callable[[], None], wait: Callable[[], None]):
+    `setup` sets host-side state the enqueues rely on (cuBLAS handle modes): a timer calls it once
+    before each window of enqueues, outside the timed part; a blocking call runs it first.
+    """
+
+    def __init__(self, enqueue: Callable[[], None], wait: Callable[[], None],
+                 setup: Callable[[], None] | None = None):
         self.enqueue = enqueue
         self._wait = wait
+        self.setup = setup or _nothing
 
     def __call__(self) -> None:
+        self.setup()
         self.enqueue()
         self._wait()
 
@@ -119,6 +133,20 @@ class Backend:
              budget_s: float) -> np.ndarray:
         """Seconds of each repetition of `fn` after `warmup` calls, repeated until `budget_s`."""
         raise NotImplementedError
+
+    def timed(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
+              budget_s: float) -> "Timing":
+        """`time` with the host's enqueue time beside it (gpuroof.hostbound.Timing). Here, where the
+        host runs the work itself, there is no enqueue time: `enqueue_s` and `replay` are None."""
+        from gpuroof.hostbound import Timing
+        return Timing(np.asarray(self.time(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps,
+                                           budget_s=budget_s), dtype=np.float64))
+
+    def timed_graph(self, fn: Callable[[], None], *, launches: int, warmup: int, min_reps: int,
+                    max_reps: int, budget_s: float) -> "Timing | None":
+        """`launches` enqueues of `fn` replayed as one CUDA graph per window; None on a backend
+        without graphs."""
+        return None
 
     def as_float64(self, arr: Any, dtype: str) -> Any:
         """`arr` (stored as `dtype`) as float64, on the backend's own array module."""

@@ -27,6 +27,7 @@ MAX_TEXT_LABELS = 8
 THEORETICAL_SHOWN = 0.8
 
 UNBOUND_COLOUR = "#9a9a9a"  # a point that could not be placed (no roof for its unit)
+HOST_BOUND_COLOUR = "#b8860b"  # the dashed square around a host-bound workload point
 
 #: Roof labels stand on a white ground: a line running under one does not strike the text through.
 GROUND = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85}
@@ -183,6 +184,8 @@ def _kernels_from_workloads(w: pd.DataFrame) -> pd.DataFrame:
         "y": pd.to_numeric(w["achieved_flops"], errors="coerce").to_numpy(float),
         "dtype": w["dtype"].astype(str).to_numpy(), "kernel": w["name"].astype(str).to_numpy(),
         "label": label, "valid": w["valid"].to_numpy(bool), "above": w["above_roof"].to_numpy(bool),
+        # the host enqueued as slowly as the device ran (gpuroof.hostbound); empty on the CPU
+        "host_bound": _bool(_col(w, "host_bound")).fillna(False).to_numpy(bool),
         "bound": _col(w, "bound").to_numpy(object), "roof_unit": _col(w, "roof_unit", None).to_numpy(object),
         "unit": _col(w, "unit").to_numpy(object), "level": _col(w, "level").to_numpy(object),
         "lost_s": (time_s - pred).to_numpy(float),
@@ -194,7 +197,7 @@ def _kernels_from_matrix(m: pd.DataFrame | None) -> pd.DataFrame | None:
     """The GEMM sweep (matrix.csv), one point per unit and size at its median time."""
     if m is None or not {"unit", "dtype", "n", "time_s", "flops", "bytes"} <= set(m.columns):
         return None
-    m = m.copy()
+    m = m[pd.to_numeric(m["time_s"], errors="coerce").notna()].copy()  # a unit the library refused: no time
     m["valid"] = _bool(m["valid"]).fillna(False).astype(bool) if "valid" in m else True
     g = m.groupby(["unit", "n"], sort=False).agg(dtype=("dtype", "first"), flops=("flops", "first"),
                                                  bytes=("bytes", "first"), time_s=("time_s", "median"),
@@ -303,6 +306,11 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
         if len(up):
             ax.scatter(up["x"], up["y"], marker="o", s=150, facecolor="none", edgecolor=INVALID_COLOUR, lw=1.0,
                        zorder=5)
+        host = k[k["host_bound"]] if "host_bound" in k else k.iloc[:0]
+        if len(host):
+            coll = ax.scatter(host["x"], host["y"], marker="s", s=190, facecolor="none", edgecolor=HOST_BOUND_COLOUR,
+                              lw=1.2, ls="--", zorder=5)
+            coll.set_gid("host-bound")
 
         # the legend under the plot: what the markers are, what the colours are; roofs are labelled on the plot
         handles = [Line2D([], [], ls="none", marker=markers[n], mfc="#555555", mec="white", ms=7, label=n)
@@ -316,6 +324,9 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
         if len(up):
             handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec=INVALID_COLOUR, ms=9,
                                   label="above its roof"))
+        if len(host):
+            handles.append(Line2D([], [], ls="none", marker="s", mfc="none", mec=HOST_BOUND_COLOUR, ms=10,
+                                  label="host-bound (enqueue >= 90% of device time)"))
         if shown_theo["compute"] or shown_theo["bandwidth"]:
             handles.append(Line2D([], [], color="#555555", lw=1.0, ls=(0, (4, 3)), label="theoretical"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="#333333", mew=1.3,
@@ -329,7 +340,8 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
 
         placer = LabelPlacer(ax)
         placer.add_points(k[["x", "y"]].to_numpy(float), 5.0)
-        placer.add_points(k.loc[k["above"] | ~k["valid"], ["x", "y"]].to_numpy(float), 9.0)  # rings, crosses
+        placer.add_points(k.loc[k["above"] | ~k["valid"] | k.get("host_bound", False), ["x", "y"]].to_numpy(float),
+                          9.0)  # rings, crosses, squares
         for r in roofs:
             placer.add_polyline(r.x, r.y)
         placer.add_points(np.array([[x, meas_comp[u]] for u, x in rid.items()]), 5.0)
@@ -347,6 +359,10 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
                f"reaches less than {THEORETICAL_SHOWN:.0%} of it. Ridge points (circles) where each compute roof "
                f"meets the {ref.upper()} slope. {len(k)} {kernel_kind} point(s), marker by "
                f"{'workload' if kernel_kind == 'workloads' else 'kind'}, coloured by the roof that bounds them.")
+    if len(host):
+        caption += (f" A dashed square marks {len(host)} host-bound point(s): the host took at least 90% of the "
+                    "device time to enqueue the launches, so the device waited on it and the roofline cannot "
+                    "explain that time.")
     if n_hidden:
         caption += (f" {n_hidden} point(s) are not labelled (only those that lose the most time are); "
                     "the workloads table lists every one.")

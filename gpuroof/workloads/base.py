@@ -107,6 +107,9 @@ class Prepared:
     run: Callable[[], None]
     output: Callable[[], Any]
     keep: list = field(default_factory=list)  # arrays that must live as long as `run`
+    #: `run.enqueue` may be captured into a CUDA graph: it only launches kernels on the current
+    #: stream (no library call, which CuPy refuses during capture; no allocation, no synchronise).
+    graph: bool = False
 
 
 

@@ -211,10 +211,20 @@ def _cuda_direct(backend, p: Conv2dParams, x: dict) -> Prepared:
     def enqueue() -> None:
         kernel(grid, (BLOCK,), args)
     return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(y),
-                    keep=[xd, wd, y])
+                    keep=[xd, wd, y], graph=True)
+
+
+def im2col_grid(p: Conv2dParams) -> tuple[tuple[int, int], tuple[int]]:
+    """kernels/conv2d.cu im2col: x over tiles of BLOCK output pixels, y over images (at most 65535;
+    the kernel strides over the rest)."""
+    if p.oh * p.ow >= 2 ** 31:
+        raise UsageError(f"conv2d: {p.oh}x{p.ow} output pixels per image; im2col indexes them in 32 bits")
+    return ((p.oh * p.ow + BLOCK - 1) // BLOCK, min(p.n, 65535)), (BLOCK,)
 
 
 def _cuda_im2col(backend, p: Conv2dParams, x: dict) -> Prepared:
+    """The unfolding kernel (skipped for a pointwise GEMM), then ONE strided-batched cuBLAS GEMM over
+    all images with the weights shared (stride 0): two launches per call, whatever the batch."""
     from gpuroof.workloads import _cuda
 
     xd, wd = _cuda.device_array(x["x"], p.dtype), _cuda.device_array(x["w"], p.dtype)
@@ -228,23 +238,22 @@ def _cuda_im2col(backend, p: Conv2dParams, x: dict) -> Prepared:
         ckk = p.c_in * p.ksize * p.ksize
         cols = _cuda.empty((p.n, ckk, p.oh * p.ow), p.dtype, fill_nan=False)
         kernel = _cuda.function("conv2d.cu", im2col_name(p.dtype))
-        total = p.n * ckk * p.oh * p.ow
-        grid, block = _cuda.grid_1d(total)
-        args = (xd, cols, np.int64(total), np.int32(p.c_in), np.int32(p.h), np.int32(p.w),
-                np.int32(p.ksize), np.int32(p.oh), np.int32(p.ow), np.int32(p.stride), np.int32(p.pad))
+        grid, block = im2col_grid(p)
+        i = np.int32
+        args = (xd, cols, i(p.n), i(p.c_in), i(p.h), i(p.w), i(p.ksize), i(p.oh), i(p.ow), i(p.stride),
+                i(p.pad))
         unfold_launch = (kernel, grid, block, args)
         keep.append(cols)
     y3 = y.reshape(p.n, p.c_out, p.oh * p.ow)
-    # One (K x C k^2) by (C k^2 x OH OW) GEMM per image, all through cublasGemmEx.
-    gemms = [_cuda.gemm(wmat, cols[i], y3[i], p.dtype) for i in range(p.n)]
+    gemm = _cuda.gemm(wmat, cols, y3, p.dtype)
 
     def enqueue() -> None:
         if unfold_launch is not None:
             kernel, grid, block, args = unfold_launch
             kernel(grid, block, args)
-        for g in gemms:
-            g()
-    return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(y), keep=keep + [gemms])
+        gemm()
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(y),
+                    keep=keep + [gemm])
 
 
 def cudnn_available() -> bool:

@@ -93,7 +93,7 @@ def _cuda_cublas(backend, p: GemmParams, x: dict) -> Prepared:
     a, b = _cuda.device_array(x["a"], p.dtype), _cuda.device_array(x["b"], p.dtype)
     c = _cuda.empty((p.m, p.n), p.dtype)
     enqueue = _cuda.gemm(a, b, c, p.dtype)
-    return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(c),
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(c),
                     keep=[a, b, c, enqueue])
 
 
@@ -121,7 +121,7 @@ def _cuda_tiled(backend, p: GemmParams, x: dict) -> Prepared:
     def enqueue() -> None:
         kernel(grid, block, args)
     return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(c),
-                    keep=[a, b, c])
+                    keep=[a, b, c], graph=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def _cuda_cublas(backend, p: LstmParams, x: dict) -> Prepared:
     def output() -> np.ndarray:
         h = _cuda.host(xh[1:, :, i:])
         return np.concatenate([h, _cuda.host(c)[None]], axis=0)
-    return Prepared(run=_cuda.blocking(enqueue), output=output, keep=[hb, gates, c, gemms, pw_args])
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=output,
+                    keep=[hb, gates, c, gemms, pw_args])
 
 
 def cases(size: str, backend: str, cache_bytes: int = 0) -> list[LstmParams]:

@@ -123,7 +123,7 @@ def _cuda_cublas(backend, p: MlpParams, x: dict) -> Prepared:
             gemm()
             kernel(grid, block, args)
     last = acts[(p.layers - 1) % 2]
-    return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(last),
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(last),
                     keep=[xs, ws, bs, acts, steps])
 
 

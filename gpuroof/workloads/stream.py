@@ -128,7 +128,7 @@ def _cuda_cupy(backend, p: StreamParams, x: dict) -> Prepared:
     def enqueue() -> None:
         triad(b, c, q, a)
     return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(a),
-                    keep=[a, b, c])
+                    keep=[a, b, c], graph=True)
 
 
 def elements_for(cache_bytes: int, dtype: str, min_bytes: int) -> int:

@@ -18,7 +18,8 @@ from gpuroof.backends.cuda.kernels import (BLOCK, CUDA_TYPE, SWEEP_FMAS, VECS_PE
                                            bf16_bits_from_float64, float64_from_bf16_bits, granule,
                                            kernel_path, kernel_source, name_expression, name_expressions)
 from gpuroof.backends.cuda.launch import SweepLaunches
-from gpuroof.backends.cuda.timing import time_events
+from gpuroof.backends.cuda.timing import time_events, time_graph
+from gpuroof.hostbound import Timing
 from gpuroof.errors import UsageError
 from gpuroof.nvml import Nvml
 
@@ -163,11 +164,27 @@ class CudaBackend(Backend):
              budget_s: float) -> np.ndarray:
         """Seconds per launch from CUDA events around milliseconds of back-to-back launches
         (timing.time_events)."""
+        return self.timed(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s).times_s
+
+    def timed(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
+              budget_s: float) -> Timing:
+        """Device seconds per launch and the host's enqueue seconds beside them, with the events on
+        the current stream (CuPy's, joined with torch's: timing.current_streams)."""
         if isinstance(fn, Launch):
             fn = fn.run
         with self._device:
-            return time_events(self._cp, self._stream, fn, warmup=warmup, min_reps=min_reps,
-                               max_reps=max_reps, budget_s=budget_s)
+            return time_events(self._cp, fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps,
+                               budget_s=budget_s)
+
+    def timed_graph(self, fn: Callable[[], None], *, launches: int, warmup: int, min_reps: int,
+                    max_reps: int, budget_s: float) -> Timing:
+        """`launches` enqueues of `fn` captured into one CUDA graph and replayed (timing.time_graph);
+        raises timing.GraphUnsupported when they cannot be captured."""
+        if isinstance(fn, Launch):
+            fn = fn.run
+        with self._device:
+            return time_graph(self._cp, fn, launches=launches, warmup=warmup, min_reps=min_reps,
+                              max_reps=max_reps, budget_s=budget_s)
 
     def as_float64(self, arr: Any, dtype: str) -> Any:
         """float64 copy of `arr`. bfloat16 data is stored as uint16 bits; arrays already in a float
