@@ -36,6 +36,9 @@ class Gemm:
     itemsize_in: int
     itemsize_out: int
     layout: str = "NN"  # the library's operation pair (cuBLAS column-major: transa, transb)
+    #: C (host or device array), filled with backends.base.fill_value before the first run: `check`
+    #: fails when any element of it is left unwritten, sampled row or not.
+    output: Any = None
 
     @property
     def flops(self) -> int:

@@ -449,4 +449,4 @@ def cpu_gemm(unit: str, n: int) -> "Gemm":
         return rel_error(c[rows].astype(np.float64), a[rows].astype(np.float64) @ b.astype(np.float64))
 
     size = np.dtype(unit).itemsize
-    return Gemm(unit=unit, n=n, run=run, check=check, itemsize_in=size, itemsize_out=size)
+    return Gemm(unit=unit, n=n, run=run, check=check, itemsize_in=size, itemsize_out=size, output=c)

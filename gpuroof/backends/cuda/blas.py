@@ -104,4 +104,4 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
         return rel_error(cp.asnumpy(got), a64[rows] @ b64)
 
     return Gemm(unit=unit, n=n, run=Blocking(enqueue, wait), check=check, itemsize_in=itemsize_in,
-                itemsize_out=itemsize_out, layout=layout)
+                itemsize_out=itemsize_out, layout=layout, output=c)
