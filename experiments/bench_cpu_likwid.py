@@ -1,18 +1,27 @@
-"""gpuroof's CPU ceilings beside likwid-bench's, measured in one sitting on the same cores.
+"""gpuroof's CPU ceilings beside likwid-bench's, measured in one sitting on the same cores, per ISA.
 
-gpuroof side (one fresh process per vector width, since numba fixes the width when its code
-generator starts): the quick intensity sweep (compute ceilings: the best FLOP rate of each dtype)
-and the working-set sweep (read bandwidth: the median over each level's plateau), the same calls as
-`gpuroof measure --quick`. On an AVX-512 machine it runs twice: the kernels as gpuroof builds them
-(zmm) and as LLVM's 256-bit preference would (NUMBA_CPU_FEATURES=<host>,+prefer-256-bit: ymm).
+For each instruction set the machine can run, gpuroof runs in a fresh process whose numba code
+generator is held to that ISA (NUMBA_CPU_FEATURES with the wider features turned off: the kernel
+shape follows the code generated), and likwid-bench runs its tests for the same ISA:
 
-likwid side, on as many threads as numba uses (one per core), before and after gpuroof (the best of
-the two runs is the reference): peakflops_sp_avx512_fma / peakflops_avx512_fma / peakflops_sp_avx_fma
-(avx_fma variants on an AVX2 machine) at 16 kB per thread, load_avx512 (load_avx) at 16 kB, 1 MB and
-1 GB per thread: the L1, L2 and DRAM read bandwidth. Prints gpuroof / likwid per row (target ≥ 0.95).
-Exits 1 with one line when likwid-bench is not installed.
+    native        the widest ISA (AVX-512 or AVX2): likwid's *_avx512 or *_avx tests
+    avx2          on an AVX-512 machine, every avx512 feature off: likwid's *_avx tests
+    sse2          AVX, AVX2, FMA and AVX-512 off: likwid's *_sse tests (SSE has no FMA: mul + add)
 
-    python experiments/bench_cpu_likwid.py
+gpuroof side: `gpuroof measure --backend cpu --no-matrix` (full, or --quick), the ceilings exactly as
+the run reports them (p90 over each plateau), the DRAM plateau's spread, the fit, the core clock.
+likwid side, on as many threads as numba uses (one per core): peakflops*_fma (FLOP/s), and load at
+a quarter of each cache level's capacity per thread and at 1 GB per thread (read bandwidth), plus
+copy_mem (non-temporal copy) at 1 GB per thread, the like-for-like of a DRAM ceiling that a copy
+loop with non-temporal stores set. Rounds alternate the tools (likwid, gpuroof per ISA, likwid...)
+so that the host's drift hits both; each tool's best round is its figure, every round is shown.
+
+A C chain of dependent adds (compiled here with the system's cc, one pinned process per core, wall
+time on otherwise idle cores) is run beside, to check gpuroof's measured core clock (target: within 3%).
+
+    python experiments/bench_cpu_likwid.py [--quick] [--rounds 2]
+
+Exits 1 with one line when likwid-bench or a C compiler is missing.
 """
 from __future__ import annotations
 
@@ -23,123 +32,182 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-#: (row, likwid test ({isa}: avx512 or avx), bytes per thread)
-ROWS = [
-    ("float32 FLOP/s", "peakflops_sp_{isa}_fma", 16_000),
-    ("float64 FLOP/s", "peakflops_{isa}_fma", 16_000),
-    ("L1 read B/s", "load_{isa}", 16_000),
-    ("L2 read B/s", "load_{isa}", 1_000_000),
-    ("DRAM read B/s", "load_{isa}", 1_000_000_000),
-]
-#: On an AVX-512 machine, the ymm peak too: what kernels held to LLVM's 256-bit preference aim at.
-YMM_ROW = ("float32 FLOP/s", "peakflops_sp_avx_fma", 16_000)
+CHAIN_C = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include <time.h>
+int main(void) {
+    uint64_t v = 0, blocks = 200000;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (uint64_t i = 0; i < blocks; i++) {
+        __asm__ volatile(
+#define A10 "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n" \
+            "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n" "addq %1, %0\n"
+            A10 A10 A10 A10 A10 A10 A10 A10 A10 A10
+            : "+r"(v) : "r"((uint64_t)1));
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double s = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
+    printf("%f\n", v / s / 1e6);  /* MHz: 100 dependent adds per block, one per cycle */
+    return v != blocks * 100;
+}
+"""
 
-def gpuroof_side() -> dict:
-    """Ceilings of this process's kernels (called in a child process, printed as JSON)."""
-    from gpuroof.backends.cpu import CpuBackend
-    from gpuroof.hierarchy import hierarchy_sweep, level_ceilings, summarize_hierarchy
-    from gpuroof.sweep import SweepSettings, run_sweep, summarize
-    from gpuroof.telemetry import Sampler
-
-    backend = CpuBackend()
-    levels = backend.cache_levels()
-    with Sampler(backend.telemetry_source(), 0.1) as sampler:
-        pts = summarize(run_sweep(backend, SweepSettings.preset(backend.dtypes(), quick=True), sampler).samples)
-        hier = summarize_hierarchy(hierarchy_sweep(backend, levels, quick=True, sampler=sampler, budget_s=0.05,
-                                                   min_reps=3, max_reps=10), levels)
-    bandwidth, _ = level_ceilings(hier, levels)
-    ok = pts[pts["valid"] & (pts["flops"] > 0)]
-    return {"shape": backend._k.SHAPE.to_dict(), "threads": backend.threads,
-            "compute": {d: float(v) for d, v in ok.groupby("dtype")["flops_per_s"].max().items()},
-            "bandwidth": bandwidth}
+AVX512_OFF = ("avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512cd", "avx512ifma", "avx512vbmi",
+              "avx512vbmi2", "avx512vnni", "avx512bitalg", "avx512vpopcntdq", "avx512bf16", "avx512fp16",
+              "avx512vp2intersect", "evex512", "avx10.1-256", "avx10.1-512")
+SSE2_OFF = ("avx", "avx2", "fma", "f16c", "fma4", "xop", "avxvnni", "avxifma", "avxvnniint8") + AVX512_OFF
 
 
-def run_gpuroof(extra_features: str | None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    if extra_features:
-        import llvmlite.binding as ll
+def features_without(off: tuple[str, ...]) -> str:
+    """The host's LLVM feature string with `off` turned off (numba's NUMBA_CPU_FEATURES)."""
+    import llvmlite.binding as ll
 
-        env["NUMBA_CPU_FEATURES"] = ll.get_host_cpu_features().flatten() + extra_features
-    r = subprocess.run([sys.executable, __file__, "--gpuroof-side"], env=env, cwd=ROOT, check=True,
-                       capture_output=True, text=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    feats = [f for f in ll.get_host_cpu_features().flatten().split(",") if f and f[1:] not in off]
+    return ",".join(feats + [f"-{f}" for f in off])
 
 
-def busy(seconds: float = 1.0) -> float:
-    """Fraction of the machine's CPU time used by anything over `seconds` (from /proc/stat): both
-    tools time every core, so a run beside other work measures the scheduler, not the hardware."""
-    import time
-
-    def sample() -> tuple[int, int]:
-        vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(vals), vals[3] + vals[4]
-    t0, i0 = sample()
-    time.sleep(seconds)
-    t1, i1 = sample()
-    return 1 - (i1 - i0) / max(1, t1 - t0)
+def likwid_tests(isa: str) -> dict[str, str]:
+    """likwid-bench's test per quantity for one ISA."""
+    if isa == "sse2":
+        return {"float32": "peakflops_sp_sse", "float64": "peakflops_sse", "load": "load_sse",
+                "copy_mem": "copy_mem_sse"}
+    suffix = "avx512" if isa == "avx512" else "avx"
+    return {"float32": f"peakflops_sp_{suffix}_fma", "float64": f"peakflops_{suffix}_fma",
+            "load": f"load_{suffix}", "copy_mem": f"copy_mem_{suffix}"}
 
 
 def likwid(test: str, per_thread: int, threads: int) -> float:
-    """FLOP/s (peakflops tests) or bytes/s (load tests) of one likwid-bench run."""
-    r = subprocess.run(["likwid-bench", "-t", test, "-W", f"N:{per_thread * threads // 1000}kB:{threads}"],
+    """FLOP/s (peakflops tests) or bytes/s (load and copy tests) of one likwid-bench run."""
+    r = subprocess.run(["likwid-bench", "-t", test, "-W", f"N:{max(1, per_thread * threads // 1000)}kB:{threads}"],
                        check=True, capture_output=True, text=True)
     key = "MFlops/s" if "peakflops" in test else "MByte/s"
     return float(re.findall(rf"^{key}:\s*([\d.]+)", r.stdout, re.MULTILINE)[-1]) * 1e6
 
 
+def run_gpuroof(features: str | None, quick: bool, out: Path) -> dict:
+    """One `gpuroof measure` in a fresh process, its numba held to `features` (None: native)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NUMBA_CPU_FEATURES", None)
+    if features:
+        env["NUMBA_CPU_FEATURES"] = features
+        env["NUMBA_CACHE_DIR"] = str(out.parent / "numba-cache")  # a cache per feature set
+    cmd = [sys.executable, "-m", "gpuroof", "measure", "--backend", "cpu", "--no-matrix", "--out", str(out),
+           "--json"] + (["--quick"] if quick else [])
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads((out / "run.json").read_text())
+
+
+def c_chain_mhz(cc: str, cores: int, workdir: Path) -> float:
+    """The slowest core's clock from the C chain, one process pinned per core, all at once."""
+    src, exe = workdir / "chain.c", workdir / "chain"
+    if not exe.exists():
+        src.write_text(CHAIN_C)
+        subprocess.run([cc, "-O2", "-o", str(exe), str(src)], check=True)
+    procs = [subprocess.Popen(["taskset", "-c", str(c), str(exe)], stdout=subprocess.PIPE, text=True)
+             for c in range(cores)]
+    return min(float(p.communicate()[0]) for p in procs)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gpuroof-side", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="gpuroof measure --quick (default: the full sweep)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of both tools (default 2)")
+    ap.add_argument("--isa", default=None, help="comma list of native,avx2,sse2 (default: every one the CPU has)")
     args = ap.parse_args()
-    if args.gpuroof_side:
-        print(json.dumps(gpuroof_side()))
-        return 0
     if not shutil.which("likwid-bench"):
         print("bench_cpu_likwid: likwid-bench not found (apt-get install likwid)", file=sys.stderr)
         return 1
-    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE).group(1).split())
-    isa = "avx512" if "avx512f" in flags else "avx"
-    import numba
-
-    threads = numba.config.NUMBA_NUM_THREADS
-    rows = [(row, test.format(isa=isa), size) for row, test, size in ROWS] + ([YMM_ROW] if isa == "avx512" else [])
-    runs_ref: dict[tuple[str, int], list[float]] = {}
-
-    def reference() -> None:
-        for _, test, size in rows:
-            runs_ref.setdefault((test, size), []).append(likwid(test, size, threads))
-
-    before = busy()
-    reference()
-    runs = [run_gpuroof(None)] + ([run_gpuroof(",+prefer-256-bit")] if isa == "avx512" else [])
-    reference()  # again after: the best of the two runs is the reference, both are shown
-    ref = {key: max(v) for key, v in runs_ref.items()}
-
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        print("bench_cpu_likwid: no C compiler (cc or gcc) for the reference clock chain", file=sys.stderr)
+        return 1
+    from gpuroof.backends.cpu import CpuBackend, isa_level
+    from gpuroof.quality import Activity
     from gpuroof.units import text_table
 
-    table = [["quantity", "gpuroof kernels", "gpuroof", "likwid-bench", "likwid (before, after)", "ratio"]]
-    for res in runs:
-        for row, test, size in rows:
-            if "FLOP" in row:
-                got = res["compute"].get(row.split()[0])
-            else:
-                got = res["bandwidth"].get(row.split()[0].lower())
-            per_thread = f"{size // 1000} kB" if size < 10**6 else f"{size // 10**6} MB" if size < 10**9 else "1 GB"
-            table.append([row, f"{res['shape']['isa']} {res['shape']['vector_bits']}-bit",
-                          f"{got / 1e9:.1f} G" if got else "n/a", f"{test} {per_thread}/thread",
-                          ", ".join(f"{v / 1e9:.1f} G" for v in runs_ref[test, size]),
-                          f"{got / ref[test, size]:.3f}" if got else "n/a"])
+    backend = CpuBackend()
+    threads, cores = backend.threads, backend.facts["cores_used"]
+    native = isa_level(backend.facts.get("flags", []))
+    setups = {"native": (native, None)}
+    if native == "avx512":
+        setups["avx2"] = ("avx2", features_without(AVX512_OFF))
+    if native in ("avx512", "avx2", "avx"):
+        setups["sse2"] = ("sse2", features_without(SSE2_OFF))
+    if args.isa:
+        setups = {k: v for k, v in setups.items() if k in args.isa.split(",")}
+    levels = {lv.name: lv.capacity_bytes for lv in backend.cache_levels() if lv.capacity_bytes}
+    sizes = {name: cap // threads // 4 for name, cap in levels.items()} | {"dram": 1_000_000_000}
+
+    work = Path(tempfile.mkdtemp(prefix="bench-cpu-likwid-"))
+    activity = Activity()
+    ref: dict[tuple[str, str, int], list[float]] = {}
+    runs: dict[str, list[dict]] = {k: [] for k in setups}
+    chain: list[float] = []
+    for rnd in range(args.rounds):
+        chain.append(c_chain_mhz(cc, cores, work))
+        for key, (isa, _) in setups.items():
+            tests = likwid_tests(isa)
+            for q in ("float32", "float64"):
+                ref.setdefault((key, tests[q], 16_000), []).append(likwid(tests[q], 16_000, threads))
+            for level, size in sizes.items():
+                ref.setdefault((key, tests["load"], size), []).append(likwid(tests["load"], size, threads))
+            ref.setdefault((key, tests["copy_mem"], sizes["dram"]), []).append(
+                likwid(tests["copy_mem"], sizes["dram"], threads))
+        for key, (isa, feats) in setups.items():
+            runs[key].append(run_gpuroof(feats, args.quick, work / f"{key}-{rnd}"))
+        chain.append(c_chain_mhz(cc, cores, work))
+    act = activity.stop()
+
+    def per(size: int) -> str:
+        return f"{size // 1000} kB" if size < 10**6 else f"{size // 10**6} MB" if size < 10**9 else "1 GB"
+
+    table = [["ISA", "ceiling", "gpuroof (best round)", "rounds", "likwid test (per thread)", "likwid rounds", "ratio"]]
+    for key, (isa, _) in setups.items():
+        tests = likwid_tests(isa)
+        best = {}
+        for run in runs[key]:
+            for kind in ("compute", "bandwidth"):
+                for name, v in run["ceilings"][kind].items():
+                    best.setdefault(name, []).append(v)
+        rows = [(q, tests[q], 16_000) for q in ("float32", "float64")]
+        rows += [(level, tests["load"], size) for level, size in sizes.items()]
+        rows += [("dram", tests["copy_mem"], sizes["dram"])]
+        for name, test, size in rows:
+            got, theirs = best.get(name), ref[(key, test, size)]
+            unit = "GFLOP/s" if "peakflops" in test else "GB/s"
+            table.append([f"{key} ({runs[key][0]['device']['kernel_shape']['isa']} "
+                          f"{runs[key][0]['device']['kernel_shape']['vector_bits']}-bit)", name,
+                          f"{max(got) / 1e9:.1f} {unit}" if got else "n/a",
+                          ", ".join(f"{v / 1e9:.1f}" for v in got or []), f"{test} {per(size)}",
+                          ", ".join(f"{v / 1e9:.1f}" for v in theirs),
+                          f"{max(got) / max(theirs):.3f}" if got else "n/a"])
     print("\n".join(text_table(table)))
-    after = busy()
-    if max(before, after) > 0.1:
-        print(f"warning: the machine was {100 * max(before, after):.0f}% busy around the run: "
-              "the ratios measure the contention")
-    print(f"threads: {threads}; gpuroof's kernels: {runs[0]['shape']['vector_width_reason'] or runs[0]['shape']['isa']}")
+    print()
+    for key, rs in runs.items():
+        for i, r in enumerate(rs):
+            st = (r.get("ceiling_statistic") or {}).get("by_ceiling", {}).get("dram", {})
+            clock = r.get("core_clock") or {}
+            mhz = clock.get("measured_mhz")
+            tuned = "; ".join(f"{t['dtype']} {t['level']}: {t['chosen']}"
+                              for t in r["device"].get("kernel_shape", {}).get("tuned", []))
+            print(f"{key} round {i + 1}: quality {'ok' if r['quality']['ok'] else 'NOT OK: ' + '; '.join(r['quality']['reasons'])}; "
+                  f"DRAM spread {st.get('spread', float('nan')):.1%}; fit max |dev| {r['fit']['max_abs_deviation']:.3f}; "
+                  f"core clock {f'{mhz:.0f} MHz' if mhz else 'not measured'} "
+                  f"(C chain {min(chain):.0f}-{max(chain):.0f} MHz"
+                  + (f", gpuroof / C {mhz / max(chain):.3f})" if mhz else ")"))
+            print(f"  tuned: {tuned}")
+    share = act["other_processes_share"]
+    print(f"\nthreads: {threads}; other processes took {share:.1%} of the CPUs' time during the bench"
+          + (" (the ratios measure the contention)" if share > 0.1 else ""))
     return 0
 
 

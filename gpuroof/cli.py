@@ -218,7 +218,10 @@ def summary_table(meta: dict) -> str:
     cc = meta.get("core_clock") if isinstance(meta.get("core_clock"), dict) else None
     if cc and cc.get("measured_mhz"):
         lines.append(f"core clock measured under load: {cc['measured_mhz']:.0f} MHz (dependent-add chain; "
-                     f"the OS reports {cc.get('os_reported_mhz') or '-'} MHz); theoretical is at the measured clock")
+                     f"the OS reports {cc.get('os_reported_mhz') or '-'} MHz); theoretical is at the measured clock"
+                     + (f" ({cc['reason']})" if cc.get("reason") else ""))
+    elif cc and cc.get("reason"):
+        lines.append(f"core clock: {cc['reason']}; no theoretical peak at the measured clock")
     stat = meta.get("ceiling_statistic") if isinstance(meta.get("ceiling_statistic"), dict) else None
     if stat and stat.get("by_ceiling"):
         spread = ", ".join(f"{k} {v['spread']:.1%}" for k, v in stat["by_ceiling"].items()

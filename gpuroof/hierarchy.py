@@ -64,9 +64,10 @@ def working_set_sizes(lo: int, hi: int, per_octave: int) -> list[int]:
 
 def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s: float, min_reps: int,
                     max_reps: int, sampler: Any = None, retries: int = BUSY_RETRIES,
-                    progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """One row per timed repetition of each working-set size (16 KiB to ≥ 4× the last cache); a
-    size timed while other processes were busy is timed again up to `retries` times."""
+                    progress: Callable[[dict], None] | None = None, tuner: Any = None) -> pd.DataFrame:
+    """One row per timed repetition of each working-set size (16 KiB to ≥ 4× the last cache); with
+    a `tuner` (gpuroof.tune.Tuner) each level is read in the shape it found fastest there. A size
+    timed while other processes were busy is timed again up to `retries` times."""
     caches = [lv.capacity_bytes for lv in levels if lv.name != "dram" and lv.capacity_bytes]
     hi = 4 * max(caches) if caches else 256 << 20
     sizes = working_set_sizes(16 << 10, hi, 2 if quick else 3)
@@ -79,7 +80,9 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
         for size in sizes:
             elements = max(buf.granule, size // ITEMSIZE[DTYPE] // buf.granule * buf.granule)
             ws = elements * ITEMSIZE[DTYPE]
-            launch = backend.working_set_launch(buf, elements, max(1, math.ceil(target / ws)))
+            passes = max(1, math.ceil(target / ws))
+            kernel = tuner.kernel(buf, "ro", elements, passes) if tuner is not None else None
+            launch = backend.working_set_launch(buf, elements, passes, **({"kernel": kernel} if kernel else {}))
             passes = launch.passes  # reads of every element in one launch, as the backend made it
             buf.partial[...] = np.nan
             t0 = sampler.now() if sampler is not None else 0.0
@@ -94,6 +97,7 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
             tel = sampler.window(t0, t1) if sampler is not None else {}
             for rep, t in enumerate(times):
                 rows.append({"working_set_bytes": ws, "passes": passes, "bytes": nbytes, "rep": rep,
+                             "kernel": kernel.name if kernel else None,
                              "time_s": float(t), "valid": err <= 1e-5, "rel_error": err,
                              "t_start_s": t0, "t_end_s": t1, **tel, **win.columns()})
             if progress:

@@ -25,9 +25,10 @@ from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
 from gpuroof.matrix import matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline
-from gpuroof.quality import Activity, assess, platform_state
+from gpuroof.quality import ABOVE_THEORETICAL, Activity, assess, platform_state
 from gpuroof.sweep import CEILING_STATISTIC, CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
 from gpuroof.telemetry import Sampler
+from gpuroof.tune import Tuner
 
 #: A DRAM point's working set must be this many times the last-level cache.
 DRAM_FACTOR = 8
@@ -161,6 +162,8 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         tables: dict[str, pd.DataFrame] = {}
         activity = Activity()  # what else the machine does while it is measured
         clock_before = backend.core_clock_mhz()  # under load on every core in use; None where telemetry has it
+        tuner = Tuner(backend, cache_levels, **(dict(budget_s=0.04, min_reps=3, max_reps=10) if quick
+                                                else dict(budget_s=0.1, min_reps=5, max_reps=20)))
         with Sampler(backend.telemetry_source(), interval) as sampler:
             try:
                 with _bar(len(chosen) * len(settings.variants) * len(settings.fmas), "sweep",
@@ -168,7 +171,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                     result = run_sweep(backend, settings, sampler, lambda p: tick(
                         f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} {p['gflops']:.4g} GFLOP/s "
                         f"{p['gbps']:.4g} GB/s" + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else "")
-                        + (" busy" if p["disturbed"] else "")))
+                        + (" busy" if p["disturbed"] else "")), tuner=tuner)
                 tables["points"] = result.samples
                 sweep_levels = [lv for lv in cache_levels if lv.name in wanted and lv.name != "shared"]
                 if any(lv.name != "dram" for lv in sweep_levels):
@@ -178,7 +181,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                         tables["hierarchy"] = hierarchy_sweep(
                             backend, sweep_levels, quick=quick, sampler=sampler, retries=settings.busy_retries,
                             progress=lambda p: tick(f"{p['working_set_bytes'] / 1024:.0f} KiB "
-                                                    f"{p['gbps']:.4g} GB/s"), **reps)
+                                                    f"{p['gbps']:.4g} GB/s"), tuner=tuner, **reps)
                 if "shared" in wanted:
                     sampler.phase("shared memory")
                     shared = backend.shared_bandwidth(budget_s=0.2, min_reps=5, max_reps=50)
@@ -232,7 +235,10 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         clocks = {k: (float(valid[k].median()) if valid[k].notna().any() else None)
                   for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c")}
         core_clock = measured_clock(clock_before, clock_after, clocks["sm_clock_mhz"])
-        if core_clock:  # the cores' own clock, not the OS's figure (a VM shows the nominal one)
+        core_clock = settle_clock(backend, core_clock, roof["compute"])
+        if core_clock and core_clock["measured_mhz"] is None:  # a clock the plateau disproves: none
+            theo = peaks_and_ratios(backend, roof, {**clocks, "sm_clock_mhz": None})
+        elif core_clock:  # the cores' own clock, not the OS's figure (a VM shows the nominal one)
             theo = peaks_and_ratios(backend, roof, {**clocks, "sm_clock_mhz": core_clock["measured_mhz"]})
             core_clock["theoretical_at_os_clock"] = backend.theoretical(clocks["sm_clock_mhz"], None) \
                 if clocks["sm_clock_mhz"] else None
@@ -264,6 +270,8 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "activity": activity.stop(),
             "platform": platform_state(),
         })
+        if tuner.trials:  # which loop shape each level ran in, and every candidate's rate
+            meta["device"]["kernel_shape"] = {**(meta["device"].get("kernel_shape") or {}), "tuned": tuner.trials}
         meta["quality"] = assess(meta)
         write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
         return MeasureResult(run_dir=run_dir, meta=meta, points=points)
@@ -309,4 +317,42 @@ def measured_clock(before: float | None, after: float | None, os_mhz: float | No
         return None
     return {"measured_mhz": float(np.median(got)), "before_mhz": before, "after_mhz": after,
             "os_reported_mhz": os_mhz,
-            "method": "a chain of dependent integer adds (one per cycle) on every core in use"}
+            "method": "a chain of dependent integer adds (one per cycle) on every core in use, over each "
+                      "thread's own CPU time (a core shared with other threads still reads its clock)"}
+
+
+def vector_peaks_per_mhz(backend: Backend) -> dict[str, float]:
+    """FLOP/s per MHz of each vector unit's theoretical peak (cores × lanes × pipes × 2 × 1e6),
+    where the backend knows it."""
+    per = backend.theoretical(1.0, None)["compute"]
+    return {u: v for u, v in per.items() if v and not u.endswith("-matrix")}
+
+
+def settle_clock(backend: Backend, core_clock: dict | None, compute: dict[str, float]) -> dict | None:
+    """The measured core clock, checked against the FMA plateaus it must explain.
+
+    A vector ceiling can never beat cores × lanes × pipes × 2 × the clock, so a plateau above
+    ABOVE_THEORETICAL of that says the clock reading is low (a chain that shared its core), never
+    that the hardware beat itself. Then the clock is measured again; a reading the plateau still
+    disproves is dropped (`measured_mhz` None, the theoretical peaks at the measured clock left
+    unknown) and the readings and the bound are kept with the reason.
+    """
+    if not core_clock or not core_clock.get("measured_mhz"):
+        return core_clock
+    per = vector_peaks_per_mhz(backend)
+    bound = max((compute[u] / p for u, p in per.items() if compute.get(u)), default=None)  # MHz
+    if bound is None:
+        return core_clock
+    core_clock = {**core_clock, "lowest_mhz_the_plateaus_allow": bound / ABOVE_THEORETICAL}
+    if core_clock["measured_mhz"] * ABOVE_THEORETICAL >= bound:
+        return core_clock
+    rejected = [core_clock["measured_mhz"]]
+    again = backend.core_clock_mhz()
+    if again and again * ABOVE_THEORETICAL >= bound:
+        return {**core_clock, "measured_mhz": again, "rejected_mhz": rejected,
+                "reason": f"measured again: {rejected[0]:.0f} MHz is under what the FMA plateau needs "
+                          f"({bound / ABOVE_THEORETICAL:.0f} MHz)"}
+    rejected += [again] if again else []
+    return {**core_clock, "measured_mhz": None, "rejected_mhz": rejected,
+            "reason": f"clock not measured: the readings ({', '.join(f'{r:.0f}' for r in rejected)} MHz) are "
+                      f"under what the FMA plateau needs ({bound / ABOVE_THEORETICAL:.0f} MHz)"}

@@ -434,7 +434,7 @@ def render_html(run: Run) -> str:
                                  for k, v in (meta.get("max_clocks_mhz") or {}).items() if _num(v))),
         ("core clock measured under load (dependent-add chain)",
          f"{_num(cc.get('measured_mhz')):.0f} MHz (OS: {fmt_num(cc.get('os_reported_mhz'), 5)} MHz); "
-         "theoretical is at this clock" if _num(cc.get("measured_mhz")) else None),
+         "theoretical is at this clock" if _num(cc.get("measured_mhz")) else cc.get("reason")),
         ("ceiling statistic", (stat.get("statistic") or "") + "; spread (p90-p10)/p90: " + ", ".join(
             f"{k} {v['spread']:.1%}" for k, v in (stat.get("by_ceiling") or {}).items()
             if isinstance(v, dict) and _num(v.get("spread")) is not None) if stat.get("statistic") else None),

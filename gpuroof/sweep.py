@@ -128,8 +128,10 @@ class SweepResult:
 
 
 def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
-              progress: Callable[[dict], None] | None = None) -> SweepResult:
-    """Time every (dtype, variant, fmas) point, validate it, and return the long-form samples."""
+              progress: Callable[[dict], None] | None = None, tuner=None) -> SweepResult:
+    """Time every (dtype, variant, fmas) point, validate it, and return the long-form samples.
+    With a `tuner` (gpuroof.tune.Tuner), the streaming loop of each level runs in the shape that
+    the tuner found fastest there."""
     rows: list[dict] = []
     buffers: dict[str, int] = {}
     nbytes = settings.buffer_bytes or backend.default_buffer_bytes()
@@ -141,16 +143,24 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
         for variant in settings.variants:
             sampler.phase(f"{dtype} {variant}")
             elements = buf.elements
+            def shape(fmas: int, elements: int) -> dict:
+                if tuner is None:
+                    return {}
+                k = tuner.kernel(buf, variant, elements) if not fmas else \
+                    tuner.known(dtype, variant, elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1))
+                return {"kernel": k} if k is not None else {}
+
             for fmas in settings.fmas:
                 if not fmas:
                     elements = buf.elements
                 else:  # sized by its own time: one untimed launch on the last point's elements
-                    trial = backend.sweep_launch(buf, fmas, variant, elements)
+                    trial = backend.sweep_launch(buf, fmas, variant, elements, **shape(fmas, elements))
                     trial_s = float(np.median(backend.time(trial.run, warmup=0, min_reps=1, max_reps=1,
                                                            budget_s=0.0)))
                     elements = compute_point_elements(elements, trial_s, settings.max_launch_s,
                                                       backend.sweep_step(buf, fmas, variant), buf.elements)
-                launch = backend.sweep_launch(buf, fmas, variant, elements)
+                kernel = shape(fmas, elements)
+                launch = backend.sweep_launch(buf, fmas, variant, elements, **kernel)
                 buf.partial[...] = np.nan  # stale results of another point can never pass the check
                 buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
                 t_start = sampler.now()
@@ -173,7 +183,7 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                         * (2 if variant == "rw" else 1), "flops": flops, "bytes": nb,
                         "intensity_flop_per_byte": flops / nb, "rep": rep, "time_s": float(t),
                         "valid": valid, "rel_error": err, "t_start_s": t_start, "t_end_s": t_end,
-                        **tel, **win.columns(),
+                        "kernel": kernel["kernel"].name if kernel else None, **tel, **win.columns(),
                     })
                 if progress:
                     progress({"dtype": dtype, "variant": variant, "fmas": fmas,

@@ -179,3 +179,88 @@ def test_ro_sums_stay_exact_across_flushes(backend, fmas):
         buf.partial[...] = np.nan
         launch.run()
         assert check(backend, buf, "ro", fmas, elements, launch.partial_elements, passes) <= 1e-7
+
+
+def _all_variants(backend):
+    k = backend._k
+    return list(dict.fromkeys(k.SHAPE.variants("rw", True) + k.SHAPE.variants("rw", False)
+                              + k.SHAPE.variants("ro", True) + k.SHAPE.variants("ro", False)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("fmas", [0, 1, 3])
+def test_every_tuned_shape_matches_closed_form(backend, dtype, fmas):
+    """Each shape the tuner may pick (half width, half the sums, prefetch, non-temporal stores)
+    computes exactly what the default does, on a buffer of several granules."""
+    for kernel in _all_variants(backend):
+        buf = backend.alloc_sweep(dtype, 3 * backend.granule(dtype) * 8)
+        launch = backend.sweep_launch(buf, fmas, kernel.loop, buf.elements, passes=2, kernel=kernel)
+        buf.partial[...] = np.nan
+        buf.out[...] = np.nan
+        launch.run()
+        assert check(backend, buf, kernel.loop, fmas, buf.elements, launch.partial_elements, 2) == 0.0, kernel.name
+
+
+def test_kernel_of_the_other_loop_is_refused(backend):
+    buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
+    ro = backend._k.SHAPE.default_variant("ro")
+    with pytest.raises(ValueError, match="not a rw loop"):
+        backend.sweep_launch(buf, 0, "rw", buf.elements, kernel=ro)
+
+
+def test_tuner_keeps_the_fastest_valid_shape_and_records_every_candidate(backend):
+    """The tuner times every candidate in rounds on the level's working set and keeps the fastest,
+    unless it beats the register file's own shape by less than MIN_GAIN; the trial is recorded
+    with each candidate's rate, and the level's later points reuse the choice without a trial."""
+    from gpuroof.tune import MIN_GAIN, Tuner
+
+    levels = backend.cache_levels()
+    tuner = Tuner(backend, levels, budget_s=0.03, min_reps=2, max_reps=4)
+    buf = backend.alloc_sweep("float32", 64 << 10)
+    chosen = tuner.kernel(buf, "ro", buf.elements, passes=4)
+    assert len(tuner.trials) == 1
+    trial = tuner.trials[0]
+    cands = backend.kernel_variants("ro", buf.elements * 4)
+    assert set(trial["candidates_Bps"]) == {k.name for k in cands} and trial["chosen"] == chosen.name
+    rates = trial["candidates_Bps"]
+    assert all(r > 0 for r in rates.values())
+    default = cands[0].name
+    fastest = max(rates, key=rates.get)
+    if rates[fastest] >= MIN_GAIN * rates[default]:
+        assert chosen.name == fastest and trial["why"].endswith("the default shape's bandwidth")
+    else:
+        assert chosen.name == default and trial["why"] == "the register file's own shape"
+    assert tuner.kernel(buf, "ro", buf.elements, passes=4) is chosen and len(tuner.trials) == 1
+    assert tuner.known("float32", "ro", buf.elements * 4) is chosen
+
+
+def test_clock_is_read_right_while_other_threads_spin(backend):
+    """Threads of the same process spin on every core (as a parallel runtime's workers do after a
+    parallel region): the chain runs for only part of the wall time, but the clock comes from each
+    chain's own CPU time, so it reads as on idle cores (or not at all), never a fraction of it.
+    The tolerance is wide (the clock itself may move); a wall-time reading would be ~half."""
+    import threading
+    import time as _time
+
+    quiet = backend.core_clock_mhz(seconds=0.2)
+    if quiet is None:
+        pytest.skip("no dependent-add chain for this machine")
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            backend._k.add_chain(20000)  # nogil: competes with the chain for the cores
+    spinners = [threading.Thread(target=spin) for _ in range(backend.facts["cores_used"])]
+    for th in spinners:
+        th.start()
+    try:
+        _time.sleep(0.05)
+        busy = backend.core_clock_mhz(seconds=0.2)
+        shares = backend.last_clock["cpu_share_of_wall"]
+    finally:
+        stop.set()
+        for th in spinners:
+            th.join()
+    assert busy is not None
+    assert 0.8 * quiet < busy < 1.25 * quiet
+    assert min(shares) < 0.9  # the chains did share their cores: the test tested something

@@ -234,3 +234,52 @@ def test_host_target_is_named():
     isa = vector_isa()
     assert isa.name in ("avx512", "avx2", "avx", "sse2")
     assert kernel_shape(isa).rw_chains >= 8
+
+
+VARIANTS = r"""
+import json, sys
+from numba import types
+from gpuroof.backends import _cpu_kernels as k
+t = types.float32
+out = {"shape": k.SHAPE.to_dict(), "asm": {}, "variants": {}}
+for loop in ("rw", "ro"):
+    for v in dict.fromkeys(k.SHAPE.variants(loop, dram=True) + k.SHAPE.variants(loop, dram=False)):
+        fn = k.rw_kernel(v) if loop == "rw" else k.ro_kernel(v)
+        fn.compile((t[::1], t[::1] if loop == "rw" else t[:, ::1], types.int64, t, t, types.int64, types.int64))
+        out["asm"][v.name] = fn.overloads[fn.signatures[-1]].library.get_asm_str()
+        out["variants"][v.name] = {"loop": loop, "bits": 8 * v.vector_bytes, "chains": v.chains,
+                                   "nontemporal": v.nontemporal, "prefetch": v.prefetch}
+json.dump(out, sys.stdout)
+"""
+
+
+@pytest.mark.parametrize("name", ["avx2-znver3", "avx512-znver4"])
+def test_every_tuned_variant_keeps_its_chains_in_registers(name, tmp_path):
+    """The shapes a run may choose (cpu_isa.KernelShape.variants: half width, half the sums,
+    prefetch, non-temporal stores) are held to the same machine code as the default: no spill or
+    scalar arithmetic in a hot loop, the variant's width and chains, and the instructions that make
+    it what it says (movnt* stores, prefetches)."""
+    cpu, features, _ = TARGETS[name]
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features, "NUMBA_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", VARIANTS], env=env, capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    assert len(got["variants"]) >= 4
+    if name.startswith("avx512"):  # Zen 5's L2: the ymm read loop must be a candidate
+        assert {v["bits"] for v in got["variants"].values()} == {256, 512}
+    for vname, v in got["variants"].items():
+        asm, width = got["asm"][vname], {512: "zmm", 256: "ymm"}[v["bits"]]
+        hot = hot_loops(asm)
+        assert hot, vname
+        for kind, code in hot:
+            assert not vector_stack_traffic(code), f"{name} {vname}: spill in a {kind} loop"
+            assert not [l for l in code if SCALAR.search(l)], f"{name} {vname}: scalar arithmetic"
+        read = [code for kind, code in hot if kind == "read"]
+        if v["loop"] == "ro":
+            assert read and chains(read[0], ARITH) == v["chains"], f"{name} {vname}: read sums"
+            assert all(width in l for l in read[0] if ARITH.search(l)), f"{name} {vname}: not {width}"
+        nt = [l for l in asm.splitlines() if re.search(r"\bv?movnt", l)]
+        assert bool(nt) == v["nontemporal"], f"{name} {vname}: non-temporal stores {nt[:2]}"
+        pf = [l for l in asm.splitlines() if re.search(r"\bprefetch", l)]
+        assert bool(pf) == bool(v["prefetch"]), f"{name} {vname}: prefetches {pf[:2]}"

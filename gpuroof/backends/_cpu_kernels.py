@@ -17,7 +17,7 @@ from numba import njit, prange, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from gpuroof.backends.cpu_isa import KernelShape, configure_codegen, kernel_shape, vector_isa
+from gpuroof.backends.cpu_isa import KernelShape, LoopVariant, configure_codegen, kernel_shape, vector_isa
 
 #: Before the first numba code generation of the process, which the njit(cache=True) decorators
 #: below start: the code generator's features are fixed when it is created.
@@ -27,8 +27,7 @@ VECTOR_WIDTH_REASON = configure_codegen()
 SHAPE: KernelShape = kernel_shape(vector_isa(width_reason=VECTOR_WIDTH_REASON))
 #: The most partial sums per thread of any dtype and variant (float32's): the ro output row size.
 LANES = SHAPE.partial_lanes(4)
-#: Vectors per chunk of each loop, as module constants: numba types them as literals, which the
-#: intrinsics need to know the count at compile time.
+#: Vectors per chunk of each loop of the shape's own kernels (variants: cpu_isa.LoopVariant).
 RW_CHAINS = SHAPE.rw_chains  # read-write FMA loop (and the copy loop, fmas = 0)
 RO_CHAINS = SHAPE.ro_chains  # read-only FMA loop
 RO_SUMS = SHAPE.ro_sums  # running sums the ro chains are folded into (RO_CHAINS == 2 * RO_SUMS)
@@ -51,19 +50,21 @@ class _VectorsModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.ArrayType(ir.VectorType(elem, fe_type.width), fe_type.count))
 
 
-def _width(dtype) -> int:
-    """Elements of `dtype` per vector register."""
-    return SHAPE.vector_bytes * 8 // dtype.bitwidth
+def _width(dtype, vector_bytes: int) -> int:
+    """Elements of `dtype` per vector of `vector_bytes`."""
+    return vector_bytes * 8 // dtype.bitwidth
 
 
-def width(x):  # typed by the overload below: a compile-time constant per dtype
+def width(x, vector_bytes):  # typed by the overload below: a compile-time constant per dtype
     raise NotImplementedError
 
 
-@overload(width, inline="always")
-def _width_overload(x):
-    n = _width(x.dtype)
-    return lambda x: n
+@overload(width, inline="always", prefer_literal=True)
+def _width_overload(x, vector_bytes):
+    if not isinstance(vector_bytes, types.IntegerLiteral):
+        return None
+    n = _width(x.dtype, vector_bytes.literal_value)
+    return lambda x, vector_bytes: n
 
 
 def _vector_ptrs(context, builder, arrty, arr, start, v: Vectors):
@@ -90,40 +91,50 @@ def _splat(builder, scalar, n: int):
 
 
 @intrinsic(prefer_literal=True)
-def vload(typingctx, arr, start, count):
-    """`count` vectors of `arr` from element `start` (no bounds check; elements need not be aligned)."""
-    if not isinstance(count, types.IntegerLiteral):
+def vload(typingctx, arr, start, count, vector_bytes):
+    """`count` vectors of `vector_bytes` of `arr` from element `start` (no bounds check; elements
+    need not be aligned)."""
+    if not isinstance(count, types.IntegerLiteral) or not isinstance(vector_bytes, types.IntegerLiteral):
         return None
-    v = Vectors(arr.dtype, count.literal_value, _width(arr.dtype))
+    v = Vectors(arr.dtype, count.literal_value, _width(arr.dtype, vector_bytes.literal_value))
 
     def codegen(context, builder, sig, args):
         ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
         align = arr.dtype.bitwidth // 8
         return _each(builder, v, context.get_constant_undef(v), lambda i, _: builder.load(ptrs[i], align=align))
-    return v(arr, start, count), codegen
-
-
-@intrinsic
-def vstore(typingctx, arr, start, v):
-    """arr[start : start + v.count * v.width] = v (no bounds check)."""
-    def codegen(context, builder, sig, args):
-        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
-        for i, p in enumerate(ptrs):
-            builder.store(builder.extract_value(args[2], i), p, align=arr.dtype.bitwidth // 8)
-        return context.get_dummy_value()
-    return types.none(arr, start, v), codegen
+    return v(arr, start, count, vector_bytes), codegen
 
 
 @intrinsic(prefer_literal=True)
-def vzeros(typingctx, like, count):
-    """`count` vectors of zeros of `like`'s dtype."""
-    if not isinstance(count, types.IntegerLiteral):
+def vstore(typingctx, arr, start, v, nontemporal):
+    """arr[start : start + v.count * v.width] = v (no bounds check). With `nontemporal` true the
+    stores bypass the caches (movnt*: no read for ownership of the line, half the traffic of a copy
+    that misses the caches); `start` must then sit on a vector boundary of a vector-aligned array."""
+    if not isinstance(nontemporal, types.BooleanLiteral):
         return None
-    v = Vectors(like.dtype, count.literal_value, _width(like.dtype))
+    nt = nontemporal.literal_value
+
+    def codegen(context, builder, sig, args):
+        ptrs = _vector_ptrs(context, builder, arr, args[0], args[1], v)
+        align = v.width * arr.dtype.bitwidth // 8 if nt else arr.dtype.bitwidth // 8
+        for i, p in enumerate(ptrs):
+            st = builder.store(builder.extract_value(args[2], i), p, align=align)
+            if nt:
+                st.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
+    return types.none(arr, start, v, nontemporal), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, like, count, vector_bytes):
+    """`count` vectors of `vector_bytes` of zeros of `like`'s dtype."""
+    if not isinstance(count, types.IntegerLiteral) or not isinstance(vector_bytes, types.IntegerLiteral):
+        return None
+    v = Vectors(like.dtype, count.literal_value, _width(like.dtype, vector_bytes.literal_value))
 
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(v), None)
-    return v(like, count), codegen
+    return v(like, count, vector_bytes), codegen
 
 
 @intrinsic
@@ -181,6 +192,31 @@ def vflush(typingctx, acc, v):
     return types.none(acc, v), codegen
 
 
+@intrinsic(prefer_literal=True)
+def vprefetch(typingctx, arr, start, distance, nbytes):
+    """Prefetch (llvm.prefetch: read, into every cache level) each 64-byte line of the `nbytes`
+    from element `start` + `distance` bytes on; nothing when `distance` is 0. A prefetch never
+    faults, so lines past the end of `arr` cost nothing. Streamed from DRAM, a loop with FMAs keeps
+    too few loads in flight for the bytes the memory's latency hides (the out-of-order window
+    holds a few chunks); prefetches issued well ahead keep the stream full."""
+    if not isinstance(distance, types.IntegerLiteral) or not isinstance(nbytes, types.IntegerLiteral):
+        return None
+    dist, n = distance.literal_value, nbytes.literal_value
+
+    def codegen(context, builder, sig, args):
+        if dist:
+            data = cgutils.create_struct_proxy(arr)(context, builder, value=args[0]).data
+            i8p = ir.IntType(8).as_pointer()
+            base = builder.bitcast(builder.gep(data, [args[1]]), i8p)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]), "llvm.prefetch.p0i8")
+            for off in range(0, n, 64):
+                p = builder.gep(base, [ir.IntType(64)(dist + off)])
+                builder.call(fn, [p, ir.IntType(32)(0), ir.IntType(32)(3), ir.IntType(32)(1)])
+        return context.get_dummy_value()
+    return types.none(arr, start, distance, nbytes), codegen
+
+
 @intrinsic
 def one_chunk_at_a_time(typingctx):
     """An empty asm statement marked convergent: LLVM does not runtime-unroll a loop that holds one.
@@ -201,88 +237,132 @@ FLUSH_CHUNKS = 1 << 16
 
 
 @njit(inline="always")
-def read_chunks(x, tot, c0, c1, lanes):
-    for c in range(c0, c1):
-        tot = vadd(tot, vload(x, uint64(c) * uint64(lanes), READ_SUMS))
-    return tot
-
-
-@njit(inline="always")
-def fma_chunks(x, tot, c0, c1, lanes, fmas, a, b):
-    for c in range(c0, c1):
-        one_chunk_at_a_time()
-        acc = vload(x, uint64(c) * uint64(lanes), RO_CHAINS)
-        for _ in range(fmas):
-            acc = vfma(acc, a, b)
-        tot = vadd(tot, vfold(acc))
-    return tot
-
-
-@njit(inline="always")
 def store_totals(partial, t, total):
     """Row t of `partial` = the float64 totals, rounded once to the row's dtype."""
     for j in range(partial.shape[1]):
         partial[t, j] = total[j]
 
 
-@njit(parallel=True, boundscheck=False, cache=True)
-def sweep_rw(x, out, fmas, a, b, nthreads, passes):
-    """out[i] = f(x[i]), f applying `fmas` FMAs v = v*a + b; each thread owns a contiguous range,
-    which it streams `passes` times (cache-sized working sets are timed over many passes). With
-    fmas = 0 a chunk goes from x to out through registers: pure traffic."""
-    lanes = RW_CHAINS * width(x)
-    nchunks = x.size // lanes
-    for t in prange(nthreads):
-        c0 = t * nchunks // nthreads
-        c1 = (t + 1) * nchunks // nthreads
-        for _p in range(passes):
-            for c in range(c0, c1):
-                one_chunk_at_a_time()
-                base = uint64(c) * uint64(lanes)
-                acc = vload(x, base, RW_CHAINS)
-                for _ in range(fmas):
-                    acc = vfma(acc, a, b)
-                vstore(out, base, acc)
+def make_rw(vector_bytes: int, chains: int, nontemporal: bool, prefetch: int = 0):
+    """The read-write kernel of one shape: `chains` vectors of `vector_bytes` per chunk, stores
+    through the caches or non-temporal, input lines prefetched `prefetch` bytes ahead (0: none).
+    Constants of the closure are compile-time constants."""
+    nt = bool(nontemporal)
+    chunk_bytes = chains * vector_bytes
 
-
-@njit(parallel=True, boundscheck=False, cache=True)
-def sweep_ro(x, partial, fmas, a, b, nthreads, passes):
-    """Read-only: row t of `partial` holds thread t's sums of f(x[i]) over its range and all passes
-    (the rest of the row zero). The pure read loop (fmas = 0) adds straight from memory into
-    READ_SUMS sums; with FMAs, each chunk's RO_CHAINS chains are folded into RO_SUMS sums, so chains
-    and sums fit the register file together. Every FLUSH_CHUNKS chunks at most (whole passes when a
-    pass is shorter) the sums are added into float64 totals, outside the chunk loops."""
-    for t in prange(nthreads):
-        total = np.zeros(partial.shape[1], np.float64)
-        if fmas == 0:
-            lanes = READ_SUMS * width(x)
-        else:
-            lanes = RO_CHAINS * width(x)
+    @njit(parallel=True, boundscheck=False, cache=True)
+    def sweep_rw(x, out, fmas, a, b, nthreads, passes):
+        """out[i] = f(x[i]), f applying `fmas` FMAs v = v*a + b; each thread owns a contiguous
+        range, which it streams `passes` times (cache-sized working sets are timed over many
+        passes). With fmas = 0 a chunk goes from x to out through registers: pure traffic."""
+        lanes = chains * width(x, vector_bytes)
         nchunks = x.size // lanes
-        c0 = t * nchunks // nthreads
-        c1 = (t + 1) * nchunks // nthreads
-        split = c1 - c0 > FLUSH_CHUNKS  # a pass is flushed in parts, else every `per` passes
-        per = max(1, FLUSH_CHUNKS // max(1, c1 - c0))
-        for p0 in range(0, passes, per):
+        for t in prange(nthreads):
+            c0 = t * nchunks // nthreads
+            c1 = (t + 1) * nchunks // nthreads
+            for _p in range(passes):
+                for c in range(c0, c1):
+                    one_chunk_at_a_time()
+                    base = uint64(c) * uint64(lanes)
+                    vprefetch(x, base, prefetch, chunk_bytes)
+                    acc = vload(x, base, chains, vector_bytes)
+                    for _ in range(fmas):
+                        acc = vfma(acc, a, b)
+                    vstore(out, base, acc, nt)
+    return sweep_rw
+
+
+def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 0):
+    """The read-only kernel of one shape: its FMA loop folds `fma_chains` chains into half as many
+    sums; its pure read loop adds straight from memory into `read_sums` sums; both prefetch their
+    input `prefetch` bytes ahead (0: not at all)."""
+    fma_sums = fma_chains // 2
+    read_bytes, fma_bytes = read_sums * vector_bytes, fma_chains * vector_bytes
+
+    @njit(inline="always")
+    def read_chunks(x, tot, c0, c1, lanes):
+        for c in range(c0, c1):
+            vprefetch(x, uint64(c) * uint64(lanes), prefetch, read_bytes)
+            tot = vadd(tot, vload(x, uint64(c) * uint64(lanes), read_sums, vector_bytes))
+        return tot
+
+    @njit(inline="always")
+    def fma_chunks(x, tot, c0, c1, lanes, fmas, a, b):
+        for c in range(c0, c1):
+            one_chunk_at_a_time()
+            vprefetch(x, uint64(c) * uint64(lanes), prefetch, fma_bytes)
+            acc = vload(x, uint64(c) * uint64(lanes), fma_chains, vector_bytes)
+            for _ in range(fmas):
+                acc = vfma(acc, a, b)
+            tot = vadd(tot, vfold(acc))
+        return tot
+
+    @njit(parallel=True, boundscheck=False, cache=True)
+    def sweep_ro(x, partial, fmas, a, b, nthreads, passes):
+        """Read-only: row t of `partial` holds thread t's sums of f(x[i]) over its range and all
+        passes (the rest of the row zero). Every FLUSH_CHUNKS chunks at most (whole passes when a
+        pass is shorter) the sums are added into float64 totals, outside the chunk loops."""
+        for t in prange(nthreads):
+            total = np.zeros(partial.shape[1], np.float64)
             if fmas == 0:
-                read_tot = vzeros(x, READ_SUMS)
-                for _p in range(p0, min(passes, p0 + per)):
-                    for b0 in range(c0, c1, FLUSH_CHUNKS):
-                        read_tot = read_chunks(x, read_tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes)
-                        if split:
-                            vflush(total, read_tot)
-                            read_tot = vzeros(x, READ_SUMS)
-                vflush(total, read_tot)
+                lanes = read_sums * width(x, vector_bytes)
             else:
-                tot = vzeros(x, RO_SUMS)
-                for _p in range(p0, min(passes, p0 + per)):
-                    for b0 in range(c0, c1, FLUSH_CHUNKS):
-                        tot = fma_chunks(x, tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes, fmas, a, b)
-                        if split:
-                            vflush(total, tot)
-                            tot = vzeros(x, RO_SUMS)
-                vflush(total, tot)
-        store_totals(partial, t, total)
+                lanes = fma_chains * width(x, vector_bytes)
+            nchunks = x.size // lanes
+            c0 = t * nchunks // nthreads
+            c1 = (t + 1) * nchunks // nthreads
+            split = c1 - c0 > FLUSH_CHUNKS  # a pass is flushed in parts, else every `per` passes
+            per = max(1, FLUSH_CHUNKS // max(1, c1 - c0))
+            for p0 in range(0, passes, per):
+                if fmas == 0:
+                    read_tot = vzeros(x, read_sums, vector_bytes)
+                    for _p in range(p0, min(passes, p0 + per)):
+                        for b0 in range(c0, c1, FLUSH_CHUNKS):
+                            read_tot = read_chunks(x, read_tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes)
+                            if split:
+                                vflush(total, read_tot)
+                                read_tot = vzeros(x, read_sums, vector_bytes)
+                    vflush(total, read_tot)
+                else:
+                    tot = vzeros(x, fma_sums, vector_bytes)
+                    for _p in range(p0, min(passes, p0 + per)):
+                        for b0 in range(c0, c1, FLUSH_CHUNKS):
+                            tot = fma_chunks(x, tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes, fmas, a, b)
+                            if split:
+                                vflush(total, tot)
+                                tot = vzeros(x, fma_sums, vector_bytes)
+                    vflush(total, tot)
+            store_totals(partial, t, total)
+    return sweep_ro
+
+
+_RW: dict = {}
+_RO: dict = {}
+
+
+def rw_kernel(variant: LoopVariant | None = None):
+    """The read-write kernel of `variant` (its copy loop's width, chains and stores), the shape's
+    own by default; compiled once per process (and cached on disk by numba)."""
+    v = variant or SHAPE.default_variant("rw")
+    key = (v.vector_bytes, v.chains, v.nontemporal, v.prefetch)
+    if key not in _RW:
+        _RW[key] = make_rw(*key)
+    return _RW[key]
+
+
+def ro_kernel(variant: LoopVariant | None = None):
+    """The read-only kernel of `variant` (its read loop's width and sums and both loops' prefetch;
+    the FMA loop keeps the shape's chains at that width), the shape's own by default."""
+    v = variant or SHAPE.default_variant("ro")
+    key = (v.vector_bytes, SHAPE.ro_chains, v.chains, v.prefetch)
+    if key not in _RO:
+        _RO[key] = make_ro(*key)
+    return _RO[key]
+
+
+#: The shape's own kernels (the machine-code tests compile these).
+sweep_rw = rw_kernel()
+sweep_ro = ro_kernel()
 
 
 # -- the core clock, measured -----------------------------------------------------------------

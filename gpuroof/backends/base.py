@@ -129,6 +129,12 @@ class Backend:
         """Prepare one launch over the first `elements` of `buf`, streamed `passes` times."""
         raise NotImplementedError
 
+    def kernel_variants(self, variant: str, working_set_bytes: int) -> list:
+        """Shapes of `variant`'s streaming loop (no FMAs) worth trying at this working set, passed
+        back as `sweep_launch(kernel=...)`; gpuroof.tune measures them and keeps the best. Empty:
+        the backend has one shape per loop."""
+        return []
+
     def sweep_step(self, buf: SweepBuffers, fmas: int, variant: str) -> int:
         """Elements one whole step of the launch covers: a compute point sized in whole steps never
         runs a partial, guarded step (which does every FMA for only part of the threads)."""

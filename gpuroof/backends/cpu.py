@@ -5,6 +5,7 @@ import os
 import platform
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -287,31 +288,41 @@ class CpuBackend(Backend):
 
     def core_clock_mhz(self, seconds: float = 0.3) -> float | None:
         """The core clock under load: one thread per core in use runs a chain of dependent integer
-        adds (one per cycle) for about `seconds`; MHz = adds / wall time, the slowest core's. None
-        where no chain is written for this machine."""
+        adds (one per cycle) for about `seconds`; MHz = adds / the thread's own CPU time, the
+        slowest core's. None where no chain is written for this machine.
+
+        CPU time, not wall time: a thread that shares its core with another (the parallel runtime's
+        workers spinning after a parallel region, the telemetry sampler, another program) is
+        descheduled for part of the wall time but adds at the core's clock while it runs; divided
+        by wall time it would report a fraction of the clock. The share of wall time each chain ran
+        is kept in `last_clock` (under 0.9: the cores were shared while the clock was measured).
+        """
         import threading
 
         if self._k.CHAIN_ASM is None:
             return None
         self._k.add_chain(1)  # compiled (or loaded from cache) outside the timed window
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         self._k.add_chain(2000)
-        probe = max(time.perf_counter() - t0, 1e-6)
+        probe = max(time.thread_time() - t0, 1e-6)
         blocks = max(1000, int(2000 * seconds / probe))
-        rates: list[float] = []
+        runs: list[tuple[float, float]] = []
 
         def run() -> None:
-            t = time.perf_counter()
+            w, c = time.perf_counter(), time.thread_time()
             n = self._k.add_chain(blocks)
-            dt = time.perf_counter() - t
-            if n == blocks * self._k.CLOCK_ADDS:  # the chain did every add
-                rates.append(n / dt / 1e6)
+            cpu, wall = time.thread_time() - c, time.perf_counter() - w
+            if n == blocks * self._k.CLOCK_ADDS and cpu > 0:  # the chain did every add
+                runs.append((n / cpu / 1e6, cpu / wall))
         threads = [threading.Thread(target=run) for _ in range(self.facts["cores_used"])]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        return min(rates) if len(rates) == len(threads) else None
+        if len(runs) != len(threads):
+            return None
+        self.last_clock = {"mhz_per_thread": [r for r, _ in runs], "cpu_share_of_wall": [s for _, s in runs]}
+        return min(r for r, _ in runs)
 
     def granule(self, dtype: str) -> int:
         """Elements a launch must be a multiple of: whole chunks of every kernel loop, per thread."""
@@ -337,39 +348,63 @@ class CpuBackend(Backend):
         partial = np.empty(self.threads * self._k.LANES, dtype=dtype)
         return SweepBuffers(dtype=dtype, x=x, out=out, partial=partial, elements=n, granule=granule)
 
+    def kernel_variants(self, variant: str, working_set_bytes: int) -> list:
+        """Shapes of the streaming loop (fmas = 0) of `variant` worth trying at this working set,
+        the register file's own first (cpu_isa.KernelShape.variants); gpuroof.tune keeps the best."""
+        dram = working_set_bytes >= 2 * self.cache_bytes()
+        return self._k.SHAPE.variants(variant, dram)
+
     def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
-                     passes: int = 1) -> Launch:
+                     passes: int = 1, kernel=None) -> Launch:
+        """`kernel`: a cpu_isa.LoopVariant of `variant`'s streaming loop (None: the shape's own). With
+        FMAs the loop keeps the register file's width and chains and takes only the variant's
+        prefetch and kind of store (where the streaming loop won with them at that size)."""
         if elements % buf.granule or not 0 < elements <= buf.elements:
             raise ValueError(f"elements={elements} must be a positive multiple of {buf.granule} ≤ {buf.elements}")
         if passes < 1:
             raise ValueError(f"passes={passes} must be ≥ 1")
+        if kernel is not None and kernel.loop != variant:
+            raise ValueError(f"kernel {kernel.name}: not a {variant} loop")
         t = np.dtype(buf.dtype).type
         a, b = t(-1.0), t(3.0)
         x = buf.x[:elements]
         threads = self.threads
         if variant == "rw":
             out = buf.out[:elements]
+            if fmas and kernel is not None:
+                kernel = replace(self._k.SHAPE.default_variant("rw"), nontemporal=kernel.nontemporal,
+                                 prefetch=kernel.prefetch)
+            if kernel is not None and kernel.nontemporal and out.ctypes.data % kernel.vector_bytes:
+                raise ValueError(f"{kernel.name}: the output must start on a {kernel.vector_bytes}-byte boundary")
+            fn = self._k.rw_kernel(kernel)
 
             def run() -> None:
-                self._k.sweep_rw(x, out, fmas, a, b, threads, passes)
+                fn(x, out, fmas, a, b, threads, passes)
             partial_elements = 0
         elif variant == "ro":
             partial = buf.partial.reshape(threads, self._k.LANES)
+            if fmas and kernel is not None:
+                kernel = replace(self._k.SHAPE.default_variant("ro"), prefetch=kernel.prefetch)
+            fn = self._k.ro_kernel(kernel)
 
             def run() -> None:
-                self._k.sweep_ro(x, partial, fmas, a, b, threads, passes)
+                fn(x, partial, fmas, a, b, threads, passes)
             partial_elements = buf.partial.size
         else:
             raise ValueError(f"variant {variant!r}: allowed ro, rw")
         return Launch(run=run, elements=elements, partial_elements=partial_elements,
                       partial_itemsize=ITEMSIZE[buf.dtype], passes=passes)
 
+    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int, kernel=None) -> Launch:
+        return self.sweep_launch(buf, 0, "ro", elements, passes, kernel=kernel)
+
     def compile(self, dtype: str) -> None:
         """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
         buf = self.alloc_sweep(dtype, self.granule(dtype) * ITEMSIZE[dtype])
         for variant in ("rw", "ro"):
-            for fmas in (0, 1):  # two code paths in each kernel
-                self.sweep_launch(buf, fmas, variant, buf.elements).run()
+            for kernel in self._k.SHAPE.variants(variant, dram=True):  # every shape a run may try
+                for fmas in (0, 1):  # two code paths in each kernel
+                    self.sweep_launch(buf, fmas, variant, buf.elements, kernel=kernel).run()
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:

@@ -18,6 +18,10 @@ RESERVED_REGISTERS = 4
 #: Chains beyond this add nothing (they cover 8 cycles of latency on 2 pipes) and lengthen the loop.
 MAX_CHAINS = 16
 
+#: How far ahead (bytes) a DRAM-streaming loop may prefetch: about what one core needs in flight to
+#: cover the memory's latency (~100 ns × ~20 GB/s = 2 KB), doubled for the prefetch's own delay.
+PREFETCH_BYTES = 4096
+
 #: LLVM CPU names whose tuning prefers 256-bit vectors although they have AVX-512 (LLVM then legalizes
 #: 512-bit vector code into pairs of ymm): Intel's server and client AVX-512 cores.
 PREFER_256_BIT = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
@@ -130,6 +134,28 @@ def vector_isa(machine: str | None = None, cpu: str | None = None, features: set
 
 
 @dataclass(frozen=True)
+class LoopVariant:
+    """One shape of a streaming loop that a run may try: the copy loop of the read-write kernel
+    (`chains` vectors per chunk, stores through the caches or non-temporal) or the read loop of the
+    read-only kernel (`chains` running sums). Which one reaches the most bandwidth at a level
+    depends on the core (Zen 5 reads its L2 twice as fast with ymm loads as with zmm), so the run
+    measures the candidates and keeps the best (gpuroof.tune)."""
+
+    loop: str  # "rw" (copy loop) or "ro" (read loop)
+    vector_bytes: int
+    chains: int
+    nontemporal: bool = False
+    prefetch: int = 0  # bytes ahead that each chunk prefetches its input (0: none)
+
+    @property
+    def name(self) -> str:
+        what = "chains" if self.loop == "rw" else "sums"
+        return (f"{self.loop} {8 * self.vector_bytes}-bit x{self.chains} {what}"
+                + (" nt-stores" if self.nontemporal else "")
+                + (f" prefetch {self.prefetch // 1024} KiB" if self.prefetch else ""))
+
+
+@dataclass(frozen=True)
 class KernelShape:
     """Vectors of independent chains and sums in each innermost loop of the sweep kernels."""
 
@@ -158,6 +184,31 @@ class KernelShape:
         """Vector registers live in each innermost loop (chains, sums and the two constants)."""
         return {"rw_fma": self.rw_chains + 2, "ro_fma": self.ro_chains + self.ro_sums + 2,
                 "ro_read": self.read_sums}
+
+    def default_variant(self, loop: str) -> LoopVariant:
+        """The loop as the register file sizes it: full width, every chain."""
+        if loop not in ("rw", "ro"):
+            raise ValueError(f"loop {loop!r}: allowed rw, ro")
+        return LoopVariant(loop, self.vector_bytes, self.rw_chains if loop == "rw" else self.read_sums)
+
+    def variants(self, loop: str, dram: bool) -> list[LoopVariant]:
+        """Candidates for the streaming loop `loop` at one level, the default first: half the vector
+        width where the register is 512 bits wide (Zen 5's L2); in a cache, for the read loop, half
+        the running sums (a shorter loop body); at DRAM size, input prefetched PREFETCH_BYTES ahead
+        (loads in flight beyond the out-of-order window) and, for the copy loop, non-temporal stores
+        (no read for ownership). Every candidate's chains divide the default's: the granule holds."""
+        d = self.default_variant(loop)
+        widths = [d.vector_bytes] + ([d.vector_bytes // 2] if d.vector_bytes >= 64 else [])
+        out = []
+        for vb in widths:
+            if not dram:
+                out += [LoopVariant(loop, vb, d.chains)] + \
+                    ([LoopVariant("ro", vb, max(2, d.chains // 2))] if loop == "ro" else [])
+            elif loop == "ro":
+                out += [LoopVariant("ro", vb, d.chains, prefetch=p) for p in (0, PREFETCH_BYTES)]
+            else:
+                out += [LoopVariant("rw", vb, d.chains, nt, p) for nt in (False, True) for p in (0, PREFETCH_BYTES)]
+        return list(dict.fromkeys(out))
 
     def to_dict(self) -> dict:
         return {"isa": self.isa.name, "cpu": self.isa.cpu, "vector_bits": self.isa.vector_bits,
