@@ -9,7 +9,9 @@ CUDA timer puts events on the current stream around the call, CuPy's, joined wit
 torch uses another one, so asynchronous launches on a side stream are timed as device work). The
 host's time to make the call is measured beside the device time: a call whose host time is at least
 90% of its device time is flagged host-bound (gpuroof.hostbound). The placement uses the same
-timer, the same ceilings and the same rules as `gpuroof bench`.
+timer, the same ceilings and the same rules as `gpuroof bench`, and the window is watched as
+bench's is: timed again when other processes were busy, and `result.quality` says whether the kept
+window was quiet.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from gpuroof.bench import NOISE_FLOOR, newest_run, place_case, same_device
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.hostbound import note as host_bound_note, window_figures
 from gpuroof.output import results_root
+from gpuroof.quality import BUSY_RETRIES, quiet_window
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline
 
@@ -169,6 +172,14 @@ class KernelResult:
     def host_bound(self) -> bool | None:
         return self.host.get("host_bound")
 
+    #: The timed window's quality (quality.Window.quality): ok, reasons, activity, attempts.
+    quality: dict = field(default_factory=lambda: {"ok": True, "reasons": [], "activity": None, "attempts": 1})
+
+    @property
+    def busy(self) -> bool:
+        """Whether other processes (or the hypervisor) were busy in every window timed."""
+        return self.quality.get("ok") is False
+
     @property
     def time_s(self) -> float:
         return float(np.median(self.times_s))
@@ -187,10 +198,13 @@ class KernelResult:
 
     def to_dict(self) -> dict:
         q1, q3 = np.quantile(self.times_s, [0.25, 0.75])
+        act = self.quality.get("activity") or {}
         return {"name": self.name, "flops": self.flops, "bytes": self.bytes, "unit": self.unit,
                 "time_s": self.time_s, "time_q1_s": float(q1), "time_q3_s": float(q3),
                 "reps": int(len(self.times_s)), **self.placement, "notes": "; ".join(self.notes),
-                "ceilings_source": self.ceilings_source, **self.host}
+                "ceilings_source": self.ceilings_source, **self.host,
+                "other_processes_share": act.get("other_processes_share"), "steal_share": act.get("steal_share"),
+                "disturbed": self.busy, "attempts": self.quality.get("attempts"), "quality": self.quality}
 
     def summary(self) -> str:
         from gpuroof.units import si
@@ -203,6 +217,7 @@ class KernelResult:
                  f"{si(p['attainable_flops'], 'FLOP/s')}, efficiency {p['efficiency']:.2f}, "
                  f"measured/predicted {p['measured_over_predicted']:.2f}"
                  + ("  ABOVE ROOF" if p["above_roof"] else "") + ("  HOST-BOUND" if self.host_bound else "")]
+        lines += [f"  BUSY: {r}; the time is not the hardware's" for r in self.quality.get("reasons") or []]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -212,7 +227,8 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
                    ceilings: str | Path | Run | Roofline | None = None,
                    check: Callable[[], bool] | None = None, warmup: int = WARMUP,
                    min_reps: int = MIN_REPS, max_reps: int = MAX_REPS,
-                   budget_s: float = BUDGET_S, force: bool = False) -> KernelResult:
+                   budget_s: float = BUDGET_S, force: bool = False,
+                   busy_retries: int = BUSY_RETRIES) -> KernelResult:
     """Time `fn` with the backend's timer and place it against measured ceilings.
 
     flops: FLOPs of one call (an FMA counts 2). bytes: compulsory bytes of one call (inputs read
@@ -220,12 +236,15 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
     math ("float32") or "<dtype>-matrix" for BLAS/cuBLAS/tensor-core work (placed against the
     vector roof, with a note, when the run has no matrix ceiling). check: called once after the
     first call; a falsy answer raises MeasurementError before anything is timed. force: accept
-    ceilings= a run of another device. Every argument is checked before `fn` is first called: a
-    bad one raises UsageError naming it and what is allowed.
+    ceilings= a run of another device. busy_retries: times `fn` is timed again while other processes
+    (or the hypervisor) took more than quality.BUSY_LIMIT of the CPUs; the least disturbed window
+    is kept and `result.quality` (`result.busy`) says whether it was quiet. Every argument is
+    checked before `fn` is first called: a bad one raises UsageError naming it and what is allowed.
     """
     flops, bytes = check_arguments(fn, flops, bytes, name, warmup, min_reps, max_reps, budget_s, check,
                                    device)
     _check_backend(backend, device)
+    _count("busy_retries", busy_retries, 0)
     b, owned = _backend(backend, device)
     try:
         roof, source = load_roofline(ceilings, b, device, force)
@@ -233,7 +252,9 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
         fn()  # first call: compilation, lazy allocation, autotuning stay out of the timing
         if check is not None and not check():
             raise MeasurementError(f"{name}: check() failed after the first call; not timed")
-        timing = b.timed(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
+        win = quiet_window(lambda: b.timed(fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps,
+                                           budget_s=budget_s), f"the timing of {name}", busy_retries)
+        timing = win.result
     finally:
         if owned:
             b.close()
@@ -248,7 +269,7 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
         notes.append(host_bound_note(host["enqueue_s"], med))
     return KernelResult(name=name, flops=float(flops), bytes=float(bytes), unit=unit,
                         times_s=np.asarray(times), placement=placed, notes=notes,
-                        ceilings_source=source, host=host)
+                        ceilings_source=source, host=host, quality=win.quality())
 
 
 def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = False,

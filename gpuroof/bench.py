@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gpuroof.backends.base import Backend
+from gpuroof.backends.base import Backend, unwritten
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.hostbound import Timing, flagged, note as host_bound_note, window_figures
 from gpuroof.output import emit_json, results_root
+from gpuroof.quality import Activity, quiet_window, window_quality
 from gpuroof.results import (KIND, SCHEMA_VERSION, Run, load_run, make_run_dir, slug,
                              utc_stamp, write_run)
 from gpuroof.roofline import Roofline, place
@@ -39,15 +40,15 @@ NOT_CACHES = ("dram", "shared")
 #: Keys a new run directory copies from the run its ceilings come from, so that it reads as a
 #: complete run everywhere (summaries, reports, comparisons).
 COPIED_KEYS = ("theoretical", "theoretical_at_max_clock", "max_clocks_mhz", "ratios", "ridge_points",
-               "median_clocks", "plateaus", "fit", "validation", "conventions")
+               "median_clocks", "plateaus", "fit", "validation", "conventions", "quality")
 
 COLUMNS = ["name", "case", "impl", "dtype", "unit", "roof_unit", "level", "flops", "bytes",
            "input_bytes", "weight_bytes", "output_bytes", "intensity", "time_s", "time_q1_s",
            "time_q3_s", "reps", "copies", "achieved_flops", "achieved_bandwidth_Bps",
            "attainable_flops", "efficiency", "predicted_time_s", "measured_over_predicted", "bound",
            "above_roof", "cache_level", "cache_attainable_flops", "cache_efficiency", "notes", "valid",
-           "rel_error", "tolerance", "params", "enqueue_s", "enqueue_fraction", "host_bound", "replay",
-           "stream_time_s"]
+           "rel_error", "tolerance", "other_processes_share", "steal_share", "disturbed", "attempts",
+           "params", "enqueue_s", "enqueue_fraction", "host_bound", "replay", "stream_time_s"]
 
 SAMPLE_COLUMNS = ["name", "case", "impl", "dtype", "rep", "copy", "time_s"]
 
@@ -63,6 +64,7 @@ class BenchSettings:
     cold_factor: float = 3.0  # memory-bound cases rotate input copies until ≥ this × the cache
     max_copies: int = 16
     seed: int = 0
+    busy_retries: int = 1  # a case timed while other processes were busy is timed again, this often at most
 
     @classmethod
     def preset(cls, size: str, backend_name: str) -> "BenchSettings":
@@ -231,10 +233,12 @@ def _copies(backend: Backend, roof: Roofline, case: Case, settings: BenchSetting
 
 
 def _check(case: Case, preps: list, sel: tuple, ref: np.ndarray) -> float:
+    """Worst relative error over the copies: the reference covers sampled elements; every element
+    of the output must be finite (an element a kernel never wrote is still the NaN fill)."""
     errs = []
     for prep in preps:
         out = np.asarray(prep.output())
-        errs.append(rel_error(to_float64(out[sel], case.dtype), ref))
+        errs.append(math.inf if unwritten(np, out) else rel_error(to_float64(out[sel], case.dtype), ref))
     return max(errs)
 
 
@@ -248,7 +252,8 @@ def run_case(backend: Backend, roof: Roofline, case: Case, settings: BenchSettin
         "weight_bytes": t.weight_bytes, "output_bytes": t.output_bytes, "intensity": case.intensity,
         "tolerance": case.tolerance, "params": json.dumps(case.params_dict(), sort_keys=True),
         "valid": False, "rel_error": math.nan, "time_s": math.nan, "time_q1_s": math.nan,
-        "time_q3_s": math.nan, "reps": 0, "copies": 0,
+        "time_q3_s": math.nan, "reps": 0, "copies": 0, "other_processes_share": math.nan,
+        "steal_share": math.nan, "disturbed": False, "attempts": 0,
     }
     samples: list[dict] = []
     runner = w.runners.get(backend.name, {}).get(case.impl)
@@ -272,8 +277,11 @@ def run_case(backend: Backend, roof: Roofline, case: Case, settings: BenchSettin
                             f"tolerance {case.tolerance:.3g}; excluded")
             return row, samples
         rot = Rotation([prep.run for prep in preps])
-        stream = backend.timed(rot, warmup=settings.warmup, min_reps=settings.min_reps,
-                               max_reps=settings.max_reps, budget_s=settings.budget_s)
+        win = quiet_window(lambda: backend.timed(rot, warmup=settings.warmup, min_reps=settings.min_reps,
+                                                 max_reps=settings.max_reps, budget_s=settings.budget_s),
+                           f"{case.name} {case.label}", settings.busy_retries)
+        stream = win.result
+        row.update(win.columns())
         graph, replay_note = graph_replay(backend, rot, stream, all(p.graph for p in preps), settings)
         times = (graph or stream).times_s
         err = max(err, _check(case, preps, sel, ref))  # the timed launches' own outputs
@@ -302,6 +310,8 @@ def run_case(backend: Backend, roof: Roofline, case: Case, settings: BenchSettin
     if host["host_bound"]:
         notes.append(host_bound_note(host["enqueue_s"], float(np.median(stream.times_s))))
     notes += [replay_note] if replay_note else []
+    if win.disturbed:  # said first: the placement below is of a contended time
+        notes.insert(0, f"{win.reasons[0]}, in each of {win.attempts} attempt(s): not the hardware's time")
     row.update(placed, time_s=med, time_q1_s=q1, time_q3_s=q3, reps=len(times), valid=True,
                notes="; ".join(notes), **host, replay=(graph or stream).replay,
                stream_time_s=float(np.median(stream.times_s)) if stream.replay else math.nan)
@@ -344,8 +354,10 @@ def graph_replay(backend: Backend, rot: Rotation, stream: Timing, capturable: bo
 
 def bench_cases(backend: Backend, roof: Roofline, cases: list[Case], settings: BenchSettings,
                 progress: bool = True) -> pd.DataFrame:
-    """Run `cases` in order; the table's `attrs['samples']` holds one row per timed repetition."""
+    """Run `cases` in order; the table's `attrs['samples']` holds one row per timed repetition and
+    `attrs['quality']` whether the machine was quiet while they ran (quality.window_quality)."""
     check_fits(backend, cases)
+    activity = Activity()
     rows, samples = [], []
     with tqdm(total=len(cases), desc="bench", unit="case", disable=not progress or None,
               file=sys.stderr) as bar:
@@ -358,6 +370,7 @@ def bench_cases(backend: Backend, roof: Roofline, cases: list[Case], settings: B
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["notes"] = table["notes"].fillna("")
     table.attrs["samples"] = pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
+    table.attrs["quality"] = window_quality(activity.stop(), "the bench")
     return table
 
 
@@ -378,10 +391,13 @@ def run_bench(backend: Backend, roofline: Roofline, workloads: list[str] | None 
 # ---------------------------------------------------------------------------------------------
 
 def workloads_summary(table: pd.DataFrame, **extra: Any) -> dict:
+    """run.json's `workloads`: counts, files, conventions and the bench window's `quality`."""
+    disturbed = table["disturbed"].fillna(False).astype(bool) if "disturbed" in table else pd.Series(dtype=bool)
     return {"cases": int(len(table)), "valid": int(table["valid"].sum()), "file": "workloads.csv",
             "samples_file": "workload_samples.csv",
             "above_roof": int(table["above_roof"].fillna(False).astype(bool).sum()),
-            "conventions": CONVENTIONS, **extra}
+            "disturbed": int(disturbed.sum()), "conventions": CONVENTIONS,
+            **({"quality": table.attrs["quality"]} if "quality" in table.attrs else {}), **extra}
 
 
 def write_into_run(run_dir: str | Path, table: pd.DataFrame, **extra: Any) -> dict:
@@ -546,6 +562,8 @@ def results_table(table: pd.DataFrame) -> str:
         flag = ""
         if not r["valid"]:
             flag = "EXCLUDED"
+        elif isinstance(r.get("disturbed"), (bool, np.bool_)) and r["disturbed"]:
+            flag = "BUSY"
         elif r["above_roof"]:
             flag = "ABOVE ROOF"
         if r["valid"] and flagged(r.get("host_bound")):
@@ -628,10 +646,15 @@ def main_bench(args: argparse.Namespace) -> int:
     if bad:
         print(f"gpuroof: {bad} of {len(table)} cases failed their check or did not run; excluded",
               file=sys.stderr)
+    quality = table.attrs.get("quality") or {}
+    for reason in quality.get("reasons") or []:
+        print(f"gpuroof: {reason}: these times are not the hardware's, and `gpuroof check` will not "
+              "judge this run (--allow-busy to make it)", file=sys.stderr)
     print(f"ceilings: {target.source.path}")
     print(f"run directory: {run_dir}")
     if args.json:
         emit_json({"run_dir": str(run_dir), "backend": backend.name,
                    "device": backend.device_info().get("name"), "ceilings": target.source.meta["ceilings"],
-                   "ceilings_source": str(target.source.path), "workloads": json_records(table)})
+                   "ceilings_source": str(target.source.path), "quality": quality,
+                   "workloads": json_records(table)})
     return 0

@@ -7,10 +7,17 @@ not read as a code regression) or, with `--by time`, on raw time. The samples ar
 repetitions of both runs (workload_samples.csv); the decision is a Mann-Whitney U test and a
 bootstrap confidence interval of the ratio of medians, never a single ratio of two numbers.
 
+A run whose workloads were timed while other processes took more than quality.BUSY_LIMIT of the
+CPUs' time (or the hypervisor stole more than STEAL_LIMIT) is not judged at all: contention makes
+kernels look SLOWER (or a quiet current run FASTER) without any change to the code. Within a quiet
+run, a case whose own window stayed busy after its re-measurements is NOISY. `--allow-busy` judges
+them anyway.
+
 Exit codes: 0 nothing regressed (SAME, FASTER or NOISY), 1 a case is SLOWER beyond the tolerance
 or no longer passes its output check (INVALID), 2 bad input (unreadable runs, no common case,
 no case with enough valid repetitions on both sides, a baseline that is the current run itself,
-runs from different devices without --force). The gate never passes having compared nothing.
+runs from different devices without --force, a busy run without --allow-busy). The gate never
+passes having compared nothing.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import pandas as pd
 from gpuroof.compare import fmt_time
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json, results_root
+from gpuroof.quality import busy_reasons
 from gpuroof.results import Run, load_run
 from gpuroof.units import text_table
 
@@ -156,7 +164,8 @@ def load_cases(path: str | Path | Run, role: str) -> Cases:
     for df in (table, samples):
         df["case"] = df["case"].astype(str)
         df["dtype"] = df["dtype"].astype(str)
-    table = table.assign(valid=_bool(table["valid"]) if "valid" in table.columns else True)
+    table = table.assign(valid=_bool(table["valid"]) if "valid" in table.columns else True,
+                         disturbed=_bool(table["disturbed"]) if "disturbed" in table.columns else False)
     table = table.drop_duplicates(KEY, keep="last").set_index(KEY)
     grouped = {k: g["time_s"].to_numpy(dtype=float) for k, g in samples.groupby(KEY, sort=False)}
     return Cases(run=run, table=table, samples=grouped)
@@ -169,6 +178,31 @@ def same_device(a: Run, b: Run) -> bool:
 
 def _device(run: Run) -> str:
     return f"{(run.meta.get('device') or {}).get('name')!r} ({run.meta.get('backend')})"
+
+
+def busy_line(cases: Cases, role: str) -> str | None:
+    """One line naming a run whose workloads were timed on a busy machine and the share of the CPUs
+    other processes took (None: quiet, or a run from before the bench recorded its window)."""
+    q = (cases.run.meta.get("workloads") or {}).get("quality")
+    if not isinstance(q, dict):
+        return None
+    act = q.get("activity") if isinstance(q.get("activity"), dict) else {}
+    reasons = busy_reasons(act, "its workloads' timing") or ([] if q.get("ok") is not False else
+                                                             [str(r) for r in q.get("reasons") or []])
+    if not reasons:
+        return None
+    share, steal = act.get("other_processes_share"), act.get("steal_share")
+    took = (f"other processes took {share:.0%} of the CPUs' time" if isinstance(share, (int, float))
+            else reasons[0]) + (f", the hypervisor {steal:.0%}" if isinstance(steal, (int, float)) and steal > 0.005 else "")
+    return (f"--{role} {cases.run.path}: the machine was busy while its workloads were timed ({took}); "
+            "contention is not judged: time it again on a quiet machine, or pass --allow-busy")
+
+
+def refuse_busy(cases: Cases, role: str, allow_busy: bool) -> None:
+    """UsageError (exit 2) for a busy run unless `allow_busy`."""
+    line = busy_line(cases, role)
+    if line and not allow_busy:
+        raise UsageError(line)
 
 
 def _num(row: pd.Series, col: str) -> float:
@@ -190,6 +224,7 @@ class CheckResult:
     tolerance: float
     by: str
     new_cases: int  # valid cases of the current run that the baseline does not have
+    allow_busy: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
@@ -208,12 +243,13 @@ class CheckResult:
                 "device": (self.current.meta.get("device") or {}).get("name"),
                 "tolerance": self.tolerance, "by": self.by, "alpha": ALPHA, "counts": self.counts,
                 "regressed": self.regressed, "exit_code": self.exit_code, "new_cases": self.new_cases,
-                "cases": self.table.to_dict("records")}
+                "allow_busy": self.allow_busy, "cases": self.table.to_dict("records")}
 
 
 def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str = "efficiency",
-          force: bool = False) -> CheckResult:
-    """Compare every valid case of the baseline with the current run's (see `decide`)."""
+          force: bool = False, allow_busy: bool = False) -> CheckResult:
+    """Compare every valid case of the baseline with the current run's (see `decide`); a busy run is
+    refused and a case timed in a busy window is NOISY, unless `allow_busy`."""
     if by not in ("efficiency", "time"):
         raise UsageError(f"--by {by}: allowed efficiency, time")
     if not 0 <= tolerance < 10:
@@ -225,6 +261,8 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
     if not force and not same_device(b_run, c_run):
         raise UsageError(f"--baseline {b_run.path} was measured on {_device(b_run)}, the current run "
                          f"{c_run.path} on {_device(c_run)}; use --force to compare them anyway")
+    refuse_busy(baseline, "baseline", allow_busy)
+    refuse_busy(current, "current", allow_busy)
     base_valid = baseline.table[baseline.table["valid"]]
     if base_valid.empty:
         raise UsageError(f"--baseline {b_run.path}: no valid workload case to compare")
@@ -251,6 +289,12 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
             continue
         base_t = baseline.samples.get(key, np.array([]))
         cur_t = current.samples.get(key, np.array([]))
+        busy = [f"{side} ({_share(r)})" for side, r in (("baseline", b), ("current", c)) if bool(r.get("disturbed"))]
+        if busy and not allow_busy:
+            rows.append({**row, "baseline_reps": len(base_t), "current_reps": len(cur_t), "verdict": "NOISY",
+                         "reason": f"timed while other processes were busy in the {' and '.join(busy)} run, "
+                                   "after its re-measurements: contention is not judged (--allow-busy to judge it)"})
+            continue
         basis, scale, note = _basis(b, c, by)
         d_time = decide(base_t, cur_t, tolerance)
         d = decide(base_t, cur_t * scale, tolerance) if basis == "efficiency" else d_time
@@ -261,7 +305,8 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
                      "time_verdict": d_time.verdict, "ratio": d.ratio, "ci_low": d.ci_low,
                      "ci_high": d.ci_high, "p_value": d.p_value, "baseline_reps": len(base_t),
                      "current_reps": len(cur_t), "verdict": verdict,
-                     "reason": reason + (f"; {note}" if note else "")})
+                     "reason": reason + (f"; {note}" if note else "")
+                     + (f"; timed while other processes were busy: {', '.join(busy)}" if busy else "")})
     table = pd.DataFrame(rows)
     compared = [r for r in rows if r["verdict"] == "INVALID"
                 or (_timed(baseline.samples.get(_key(r))) >= MIN_REPS
@@ -272,7 +317,13 @@ def check(baseline: Cases, current: Cases, tolerance: float = TOLERANCE, by: str
                          f"the baseline {b_run.path} and the current run {c_run.path}")
     cur_valid = current.table[current.table["valid"]]
     new = sum(1 for k in cur_valid.index if k not in baseline.table.index)
-    return CheckResult(table=table, baseline=b_run, current=c_run, tolerance=tolerance, by=by, new_cases=new)
+    return CheckResult(table=table, baseline=b_run, current=c_run, tolerance=tolerance, by=by, new_cases=new,
+                       allow_busy=allow_busy)
+
+
+def _share(row: pd.Series) -> str:
+    v = _num(row, "other_processes_share")
+    return f"others took {v:.0%} of the CPUs' time" if math.isfinite(v) else "busy"
 
 
 def _key(row: dict) -> tuple:
@@ -479,6 +530,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=("efficiency", "time"), default="efficiency",
                    help="efficiency against each run's own roofline (default) or raw time")
     p.add_argument("--force", action="store_true", help="compare runs from different devices")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="judge runs (and cases) timed while other processes were busy; by default a busy "
+                        "run is refused (exit 2) and a busy case is NOISY")
     p.add_argument("--device", type=_index, default=0, help="device index when measuring now (default 0)")
     p.add_argument("--ceilings", default=None, metavar="RUN_DIR",
                    help="when measuring now: a run of this device whose ceilings to use (default: "
@@ -490,6 +544,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     baseline = load_cases(args.baseline, "baseline")
+    refuse_busy(baseline, "baseline", args.allow_busy)  # before anything is measured now
     if args.current and Path(args.current).resolve() in (baseline.run.path.resolve(),
                                                          (baseline.run.path / "run.json").resolve()):
         raise UsageError(f"--current {args.current} is the baseline itself: a run compared with itself "
@@ -508,7 +563,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                           progress=not args.json)
         current = load_cases(run, "current")
         print(f"current run: {run.path}", file=sys.stderr)
-    res = check(baseline, current, args.tolerance, args.by, args.force)
+    res = check(baseline, current, args.tolerance, args.by, args.force, args.allow_busy)
     if args.json:
         emit_json(res.to_dict())
     else:

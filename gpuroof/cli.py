@@ -208,7 +208,8 @@ def summary_table(meta: dict) -> str:
     q = meta.get("quality") if isinstance(meta.get("quality"), dict) else None
     if q is not None:  # first: whether these numbers are the hardware's
         lines[:0] = ([f"quality: NOT OK ({len(q['reasons'])} reason(s))"] + [f"  - {r}" for r in q["reasons"]]
-                     if not q.get("ok") else ["quality: ok (quiet machine, levels in order, fit within limits)"])
+                     if not q.get("ok") else ["quality: ok (quiet machine, levels in order, fit within limits)"]) \
+            + [f"  warning: {w}" for w in q.get("warnings") or []]
     fit = meta["fit"]
     clocks = meta["median_clocks"]
     core = "core" if meta.get("backend") == "cpu" else "SM"  # the device's own word

@@ -19,7 +19,8 @@ import pandas as pd
 from gpuroof.backends.base import ITEMSIZE
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
-from gpuroof.sweep import check, counts, plateau_statistic
+from gpuroof.quality import BUSY_RETRIES, quiet_window
+from gpuroof.sweep import WINDOW_COLUMNS, check, counts, plateau_statistic, undisturbed
 
 #: Every level name gpuroof knows, smallest first. A device has a subset (CPU: l1, l2, l3, dram;
 #: GPU: shared, l1, l2, dram); `shared` comes from its own kernel, not from the working-set sweep.
@@ -63,10 +64,11 @@ def working_set_sizes(lo: int, hi: int, per_octave: int) -> list[int]:
 
 
 def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s: float, min_reps: int,
-                    max_reps: int, sampler: Any = None,
+                    max_reps: int, sampler: Any = None, retries: int = BUSY_RETRIES,
                     progress: Callable[[dict], None] | None = None, tuner: Any = None) -> pd.DataFrame:
     """One row per timed repetition of each working-set size (16 KiB to ≥ 4× the last cache); with
-    a `tuner` (gpuroof.tune.Tuner) each level is read in the shape it found fastest there."""
+    a `tuner` (gpuroof.tune.Tuner) each level is read in the shape it found fastest there. A size
+    timed while other processes were busy is timed again up to `retries` times."""
     caches = [lv.capacity_bytes for lv in levels if lv.name != "dram" and lv.capacity_bytes]
     hi = 4 * max(caches) if caches else 256 << 20
     sizes = working_set_sizes(16 << 10, hi, 2 if quick else 3)
@@ -85,9 +87,10 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
             passes = launch.passes  # reads of every element in one launch, as the backend made it
             buf.partial[...] = np.nan
             t0 = sampler.now() if sampler is not None else 0.0
-            timing = backend.timed(launch.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
-                                   budget_s=budget_s)
-            times, host = timing.times_s, per_rep(timing)
+            win = quiet_window(lambda: backend.timed(launch.run, warmup=1, min_reps=min_reps,
+                                                     max_reps=max_reps, budget_s=budget_s),
+                               f"the working set of {ws} bytes", retries)
+            times, host = win.result.times_s, per_rep(win.result)
             t1 = sampler.now() if sampler is not None else 0.0
             err = check(backend, buf, "ro", 0, elements, launch.partial_elements, passes)
             _, nbytes = counts(DTYPE, "ro", 0, elements, launch.partial_elements,
@@ -97,10 +100,10 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
                 rows.append({"working_set_bytes": ws, "passes": passes, "bytes": nbytes, "rep": rep,
                              "kernel": kernel.name if kernel else None,
                              "time_s": float(t), "valid": err <= 1e-5, "rel_error": err,
-                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep]})
+                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep], **win.columns()})
             if progress:
                 progress({"working_set_bytes": ws, "gbps": nbytes / float(np.median(times)) / 1e9,
-                          "valid": err <= 1e-5})
+                          "valid": err <= 1e-5, "disturbed": win.disturbed})
     finally:
         del buf
     return pd.DataFrame(rows)
@@ -109,10 +112,11 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
 def summarize_hierarchy(samples: pd.DataFrame, levels: list[Level]) -> pd.DataFrame:
     """One row per working-set size: median bandwidth, its spread, and the level it is named by."""
     g = samples.groupby("working_set_bytes")
+    window = {c: (c, "first") for c in WINDOW_COLUMNS if c in samples.columns}
     pts = g.agg(bytes=("bytes", "first"), passes=("passes", "first"), time_s=("time_s", "median"),
                 time_q1_s=("time_s", lambda s: s.quantile(0.25)),
                 time_q3_s=("time_s", lambda s: s.quantile(0.75)), valid=("valid", "all"),
-                reps=("time_s", "size")).reset_index()
+                reps=("time_s", "size"), **window).reset_index()
     pts["bandwidth_Bps"] = pts["bytes"] / pts["time_s"]
     pts["level"] = [plateau_level(ws, levels) for ws in pts["working_set_bytes"]]
     return pts
@@ -135,19 +139,24 @@ def plateau_level(ws: int, levels: list[Level]) -> str | None:
 
 
 def level_ceilings(points: pd.DataFrame, levels: list[Level], samples: pd.DataFrame | None = None,
-                   statistics: dict | None = None) -> tuple[dict[str, float], list[dict]]:
+                   statistics: dict | None = None,
+                   disturbed: list[str] | None = None) -> tuple[dict[str, float], list[dict]]:
     """Each level's bandwidth over its plateau, and the transitions between neighbouring levels.
 
     With the per-repetition `samples`, a level's ceiling is sweep.CEILING_PERCENTILE of the valid
     repetitions of every working set on its plateau (its statistic goes into `statistics`), so a few
     contended repetitions cannot drag it down; without them, the median of the sizes' medians.
+    Only sizes timed in an undisturbed window count; a level whose plateau has none takes the
+    disturbed ones and is named in `disturbed`.
     """
     ok = points[points["valid"]]
     ceilings: dict[str, float] = {}
     for lv in levels:
-        on = ok[ok["level"] == lv.name]
+        on, forced = undisturbed(ok[ok["level"] == lv.name])
         if not len(on):
             continue
+        if forced and disturbed is not None:
+            disturbed.append(lv.name)
         if samples is None:
             ceilings[lv.name] = float(on["bandwidth_Bps"].median())
             continue

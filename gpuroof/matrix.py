@@ -15,6 +15,8 @@ import pandas as pd
 
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
+from gpuroof.quality import BUSY_RETRIES, quiet_window
+from gpuroof.sweep import undisturbed
 
 #: Relative tolerance (max |C - ref| / max |ref|) per unit: accumulation and output rounding only,
 #: since the reference uses the very inputs the library saw (already rounded to the unit's type).
@@ -36,6 +38,9 @@ class Gemm:
     itemsize_in: int
     itemsize_out: int
     layout: str = "NN"  # the library's operation pair (cuBLAS column-major: transa, transb)
+    #: C (host or device array), filled with backends.base.fill_value before the first run: `check`
+    #: fails when any element of it is left unwritten, sampled row or not.
+    output: Any = None
 
     @property
     def flops(self) -> int:
@@ -52,13 +57,15 @@ def sample_rows(n: int, rows: int = 8) -> np.ndarray:
 
 
 def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    if not np.all(np.isfinite(got)):
+        return float("inf")
     scale = float(np.max(np.abs(ref))) or 1.0
     err = float(np.max(np.abs(got - ref))) / scale
     return err if np.isfinite(err) else float("inf")
 
 
 def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *, budget_s: float,
-                 min_reps: int, max_reps: int, sampler: Any = None,
+                 min_reps: int, max_reps: int, sampler: Any = None, retries: int = BUSY_RETRIES,
                  progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Time GEMMs of growing size per unit; one row per timed repetition (long form).
 
@@ -66,7 +73,8 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
     says little about the large sizes); `matrix_plateaus` then tells whether the rate levelled off.
     A unit the library refuses (a CUBLASError: say int8 TN on a card or cuBLAS without it) or that
     fails on the device gets one invalid row with the reason (`failed_unit`) and no ceiling; the
-    other units run on.
+    other units run on. A size timed while other processes were busy is timed again up to
+    `retries` times.
     """
     rows: list[dict] = []
     for unit in units:
@@ -76,8 +84,9 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
             try:
                 g = backend.gemm(unit, n)
                 t0 = sampler.now() if sampler is not None else 0.0
-                timing = backend.timed(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
-                                       budget_s=budget_s)
+                win = quiet_window(lambda: backend.timed(g.run, warmup=1, min_reps=min_reps, max_reps=max_reps,
+                                                         budget_s=budget_s), f"the {unit} GEMM n={n}", retries)
+                timing = win.result
                 t1 = sampler.now() if sampler is not None else 0.0
                 err = g.check()
             except MemoryError as exc:
@@ -97,9 +106,10 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
                 rows.append({"unit": f"{unit}-matrix", "dtype": unit, "n": n, "layout": g.layout,
                              "rep": rep, "time_s": float(t),
                              "flops": g.flops, "bytes": g.bytes, "valid": valid, "rel_error": err,
-                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep]})
+                             "t_start_s": t0, "t_end_s": t1, **tel, **host[rep], **win.columns()})
             if progress:
-                progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid})
+                progress({"unit": unit, "n": n, "gflops": rate / 1e9, "valid": valid,
+                          "disturbed": win.disturbed})
             del g
     return pd.DataFrame(rows)
 
@@ -134,11 +144,17 @@ def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
-def matrix_ceilings(samples: pd.DataFrame) -> dict[str, float]:
-    """Best median rate over the valid sizes of each unit (the top of its plateau)."""
+def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None) -> dict[str, float]:
+    """Best median rate over the valid sizes of each unit (the top of its plateau), from the sizes
+    timed in an undisturbed window; a unit with none takes the disturbed ones and is named in
+    `disturbed`."""
     if samples.empty:
         return {}
-    ok = samples[samples["valid"]]
-    med = ok.groupby(["unit", "n"])["time_s"].median().reset_index()
-    med["flops_per_s"] = ok.groupby(["unit", "n"])["flops"].first().values / med["time_s"]
-    return {u: float(df["flops_per_s"].max()) for u, df in med.groupby("unit", sort=False)}
+    out = {}
+    for unit, df in samples[samples["valid"]].groupby("unit", sort=False):
+        df, forced = undisturbed(df)
+        if forced and disturbed is not None:
+            disturbed.append(unit)
+        rate = df.groupby("n")["flops"].first() / df.groupby("n")["time_s"].median()
+        out[unit] = float(rate.max())
+    return out

@@ -170,8 +170,8 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                           progress) as tick:
                     result = run_sweep(backend, settings, sampler, lambda p: tick(
                         f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} {p['gflops']:.4g} GFLOP/s "
-                        f"{p['gbps']:.4g} GB/s" + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else "")),
-                        tuner=tuner)
+                        f"{p['gbps']:.4g} GB/s" + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else "")
+                        + (" busy" if p["disturbed"] else "")), tuner=tuner)
                 tables["points"] = result.samples
                 sweep_levels = [lv for lv in cache_levels if lv.name in wanted and lv.name != "shared"]
                 if any(lv.name != "dram" for lv in sweep_levels):
@@ -179,7 +179,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                         dict(budget_s=0.15, min_reps=5, max_reps=30)
                     with _bar(None, "working set", progress) as tick:
                         tables["hierarchy"] = hierarchy_sweep(
-                            backend, sweep_levels, quick=quick, sampler=sampler,
+                            backend, sweep_levels, quick=quick, sampler=sampler, retries=settings.busy_retries,
                             progress=lambda p: tick(f"{p['working_set_bytes'] / 1024:.0f} KiB "
                                                     f"{p['gbps']:.4g} GB/s"), tuner=tuner, **reps)
                 if "shared" in wanted:
@@ -195,6 +195,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                     with _bar(None, "matrix", progress) as tick:
                         tables["matrix"] = matrix_sweep(
                             backend, units, backend.matrix_sizes(quick), sampler=sampler,
+                            retries=settings.busy_retries,
                             budget_s=0.1 if quick else 0.3, min_reps=3, max_reps=20 if quick else 50,
                             progress=lambda p: tick(f"{p['unit']} n={p['n']} {p['gflops']:.4g} GFLOP/s"))
             except KeyboardInterrupt:
@@ -209,10 +210,14 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes(), tables["points"])
         roof = cei.roofline.to_dict()
         stats = dict(cei.statistics)
+        disturbed = list(cei.disturbed)  # ceilings that had no undisturbed point to come from
         if "hierarchy" in tables:
             hpts = summarize_hierarchy(tables["hierarchy"], sweep_levels)
             level_stats: dict = {}
-            level_bw, transitions = level_ceilings(hpts, sweep_levels, tables["hierarchy"], level_stats)
+            level_disturbed: list[str] = []
+            level_bw, transitions = level_ceilings(hpts, sweep_levels, tables["hierarchy"], level_stats,
+                                                   level_disturbed)
+            disturbed += [n for n in level_disturbed if n != "dram"]
             level_stats.pop("dram", None)  # the intensity sweep's DRAM ceiling stays the roof's
             stats.update(level_stats)
             meta["hierarchy"] = {"transitions": transitions, "sweep_dram_Bps": level_bw.pop("dram", None),
@@ -222,7 +227,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             roof["bandwidth"]["shared"] = float(tables["shared"]["bytes"].iloc[0]
                                                 / tables["shared"]["time_s"].median())
         if "matrix" in tables:
-            roof["compute"].update(matrix_ceilings(tables["matrix"]))
+            roof["compute"].update(matrix_ceilings(tables["matrix"], disturbed))
             meta["matrix_plateau_reached"] = matrix_plateaus(tables["matrix"])
             meta["matrix_failed_units"] = failed_units(tables["matrix"])
         roof["bandwidth"] = dict(sorted(roof["bandwidth"].items(), key=lambda kv: LEVELS.index(kv[0])))
@@ -265,6 +270,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "noisy_points": int(points["noisy"].sum()),
             "ceiling_statistic": {"statistic": CEILING_STATISTIC, "by_ceiling": stats},
             "core_clock": core_clock,
+            "disturbed": disturbed_summary(tables, settings.busy_retries, disturbed),
             "activity": activity.stop(),
             "platform": platform_state(),
         })
@@ -287,6 +293,24 @@ def _bar(total: int | None, desc: str, progress: bool) -> Iterator[Callable[[str
             bar.set_postfix_str(postfix)
             bar.update()
         yield tick
+
+
+def disturbed_summary(tables: dict[str, pd.DataFrame], retries: int, ceilings: list[str]) -> dict:
+    """Per sweep, the points timed only in windows where other processes were busy (after up to
+    `retries` re-measurements each), and the ceilings that had no undisturbed point to come from."""
+    counts = {}
+    for name in ("points", "hierarchy", "matrix"):
+        df = tables.get(name)
+        if df is not None and "disturbed" in df.columns and len(df):
+            keys = {"points": ["dtype", "variant", "fmas_per_element"], "hierarchy": ["working_set_bytes"],
+                    "matrix": ["unit", "n"]}[name]
+            per_point = df.groupby(keys, sort=False)["disturbed"].first().fillna(False).astype(bool)
+            counts[name] = {"points": int(len(per_point)), "disturbed": int(per_point.sum()),
+                            "re_measured": int((df.groupby(keys, sort=False)["attempts"].first() > 1).sum())}
+    return {"retries": retries, "by_sweep": counts, "ceilings_from_disturbed_points": ceilings,
+            "rule": "a point is disturbed when other processes took more than quality.BUSY_LIMIT of the CPUs' "
+                    "time (or steal exceeded quality.STEAL_LIMIT) in its timed window; it is timed again up to "
+                    "`retries` times and its least disturbed window kept; ceilings come from undisturbed points"}
 
 
 def measured_clock(before: float | None, after: float | None, os_mhz: float | None) -> dict | None:

@@ -9,6 +9,11 @@ backend and measurement settings); it is measured again when the entry is older 
 `gpuroof_max_age_days`, when gpuroof's version changed, or on `--gpuroof-remeasure`. Several
 pytest processes (xdist) share one measurement through a lock file. The plugin is registered
 through the `pytest11` entry point, so installing gpuroof is enough.
+
+A kernel is timed as `gpuroof.api.measure_kernel` times it: again while other processes are busy
+on the machine. When every window stayed busy the test is skipped, with the share of the CPUs
+they took as the reason, rather than failed or passed on a contended time; `--gpuroof-allow-busy`
+(ini `gpuroof_allow_busy`) judges it anyway.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gpuroof-device", type=int, default=None, help="device index (default 0)")
     g.addoption("--gpuroof-cache-dir", default=None,
                 help="where cached rooflines live (default $GPUROOF_CACHE_DIR or ~/.cache/gpuroof)")
+    g.addoption("--gpuroof-allow-busy", action="store_true", default=False,
+                help="judge a kernel timed while other processes were busy (default: skip its test)")
     parser.addini("gpuroof_backend", "gpuroof backend: auto, cuda or cpu", default="auto")
     parser.addini("gpuroof_device", "gpuroof device index", default="0")
     parser.addini("gpuroof_dtypes", "dtypes to measure, comma-separated (default: all of the backend)",
@@ -56,6 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("gpuroof_max_age_days", "re-measure a cached roofline older than this",
                   default=str(MAX_AGE_DAYS))
     parser.addini("gpuroof_cache_dir", "directory of cached rooflines", default="")
+    parser.addini("gpuroof_allow_busy", "judge kernels timed while other processes were busy",
+                  type="bool", default=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Settings:
     remeasure: bool
     levels: str | None = None  # None: every level the device has
     matrix: bool = True
+    allow_busy: bool = False  # judge a kernel timed on a busy machine instead of skipping its test
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -99,7 +109,8 @@ class Settings:
                    device=device, dtypes=dtypes, quick=bool(config.getini("gpuroof_quick")),
                    max_age_days=max_age, cache_dir=cache_dir, remeasure=bool(opt("--gpuroof-remeasure")),
                    levels=str(config.getini("gpuroof_levels")).strip() or None,
-                   matrix=bool(config.getini("gpuroof_matrix")))
+                   matrix=bool(config.getini("gpuroof_matrix")),
+                   allow_busy=bool(opt("--gpuroof-allow-busy") or config.getini("gpuroof_allow_busy")))
 
 
 def check_settings(config: pytest.Config) -> Settings:
@@ -366,15 +377,22 @@ class Placed:
 
 
 @pytest.fixture
-def placement(roofline: DeviceRoofline, gpuroof_backend: Any) -> Callable[..., Placed]:
+def placement(pytestconfig: pytest.Config, roofline: DeviceRoofline, gpuroof_backend: Any) -> Callable[..., Placed]:
     """`placement(fn, flops=..., bytes=..., unit="float32")`: time `fn` with the backend's timer
-    and place it on the measured roofline (`gpuroof.api.measure_kernel` with these ceilings)."""
+    and place it on the measured roofline (`gpuroof.api.measure_kernel` with these ceilings). A
+    kernel timed only in busy windows skips the test, naming why (see the module doc)."""
     from gpuroof.api import measure_kernel
+
+    allow_busy = Settings.from_config(pytestconfig).allow_busy
 
     def place(fn: Callable[[], Any], *, flops: float, bytes: float, unit: str = "float32",
               **kw: Any) -> Placed:
         name = kw.pop("name", getattr(fn, "__name__", "kernel"))
-        return Placed(measure_kernel(fn, flops=flops, bytes=bytes, unit=unit, name=name,
-                                     backend=gpuroof_backend, ceilings=roofline.roofline, **kw))
+        res = measure_kernel(fn, flops=flops, bytes=bytes, unit=unit, name=name, backend=gpuroof_backend,
+                             ceilings=roofline.roofline, **kw)
+        if res.busy and not allow_busy:
+            pytest.skip(f"gpuroof: not judged: {'; '.join(res.quality['reasons'])}, in each of "
+                        f"{res.quality.get('attempts')} window(s) (--gpuroof-allow-busy to judge it)")
+        return Placed(res)
 
     return place

@@ -304,6 +304,16 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
                 if kind == "compute" and not _num(cc.get("measured_mhz")):
                     msg += ": no clock was measured under load, so theoretical uses the OS's figure"
                 out.append(("warn", msg + "."))
+    for name, c in ((meta.get("disturbed") or {}).get("by_sweep") or {}).items():
+        if isinstance(c, dict) and c.get("disturbed"):
+            out.append(("warn", f"{c['disturbed']} of {c.get('points')} {name} point(s) were timed only while other "
+                                "processes were busy (after re-measurement); the ceilings leave them out."))
+    if work is not None and "disturbed" in work:
+        busy = work[work["disturbed"].fillna(False).astype(bool)]
+        if len(busy):
+            out.append(("warn", f"{len(busy)} workload case(s) were timed only while other processes were busy: "
+                                f"{', '.join(f'{r.name} {r.case}' for r in busy.itertuples())}; their times are "
+                                "not the hardware's."))
     noisy = meta.get("noisy_points")
     if noisy:
         out.append(("info", f"{noisy} sweep point(s) are noisy: their IQR exceeds 10% of the median time."))
@@ -324,16 +334,21 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
 def trust(meta: dict, warnings: list[tuple[str, str]]) -> tuple[str, list[str]]:
     """('yes' | 'with caveats' | 'no', reasons): can this run's numbers be compared with another's?
 
-    run.json's optional `quality` object ({"ok": bool, "reasons": [...]}: load, governor, clock)
-    speaks first; then what the report's own checks found (failed checks, throttling, a poor fit)."""
+    run.json's optional `quality` object ({"ok": bool, "reasons": [...], "warnings": [...]}: load,
+    governor, clock, BLAS) speaks first, then the workloads' own window (`workloads.quality`: was the
+    machine quiet while they were timed); then what the report's own checks found (failed checks,
+    throttling, a poor fit)."""
     q = meta.get("quality") if isinstance(meta.get("quality"), dict) else {}
-    reasons = [str(r) for r in q.get("reasons") or []]
+    wq = (meta.get("workloads") or {}).get("quality") if isinstance(meta.get("workloads"), dict) else None
+    wq = wq if isinstance(wq, dict) else {}
+    reasons = [str(r) for r in q.get("reasons") or []] + [f"workloads: {r}" for r in wq.get("reasons") or []]
+    caveats = [str(w) for w in q.get("warnings") or []]
     bad = [t for sev, t in warnings if sev == "bad"]
     warn = [t for sev, t in warnings if sev == "warn"]
-    if bad or q.get("ok") is False:
-        return "no", reasons + bad + warn
-    if warn or reasons:
-        return "with caveats", reasons + warn
+    if bad or q.get("ok") is False or wq.get("ok") is False:
+        return "no", reasons + bad + caveats + warn
+    if warn or reasons or caveats:
+        return "with caveats", reasons + caveats + warn
     return "yes", []
 
 
@@ -384,7 +399,8 @@ def workloads_table(work: pd.DataFrame) -> str:
         unit = r.get("roof_unit") if isinstance(r.get("roof_unit"), str) and r.get("roof_unit") else r.get("unit")
         level = r.get("level") if isinstance(r.get("level"), str) else "dram"
         flags = [f for f, on in (("above roof", r.get("above_roof")), ("INVALID", not r.get("valid")),
-                                 ("host-bound", flagged(r.get("host_bound")))) if on]
+                                 ("host-bound", flagged(r.get("host_bound"))),
+                                 ("busy", r.get("disturbed") is True or r.get("disturbed") is np.True_)) if on]
         rows.append([
             i, r.get("name"), r.get("case", ""), r.get("dtype"), unit if level == "dram" else f"{unit} · {level}",
             fmt_num(r.get("intensity")), r.get("bound") if isinstance(r.get("bound"), str) else "-",

@@ -144,18 +144,20 @@ def check_meta(meta: Any, f: Path | str) -> dict:
 
 #: Column kinds: "str" text, "int"/"num" numbers, "time" a finite duration > 0 in seconds,
 #: "bool" True/False; a trailing "?" allows empty cells. Columns not listed are not checked.
+#: Each timed window's columns (quality.Window.columns), where a table has them.
+WINDOW = {"other_processes_share": "num?", "steal_share": "num?", "disturbed": "bool?", "attempts": "int?"}
 TABLES: dict[str, dict[str, str]] = {
     "points": {"dtype": "str", "variant": "str", "fmas_per_element": "int", "flops": "num",
                "bytes": "num", "intensity_flop_per_byte": "num", "rep": "int", "time_s": "time",
-               "valid": "bool", "sm_clock_mhz": "num?", "throttled": "bool?"},
+               "valid": "bool", "sm_clock_mhz": "num?", "throttled": "bool?", **WINDOW},
     "hierarchy": {"working_set_bytes": "num", "bytes": "num?", "rep": "int?", "time_s": "time?",
-                  "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?"},
+                  "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?", **WINDOW},
     "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int?", "time_s": "time?",
-               "flops": "num?", "bytes": "num?", "valid": "bool", "throttled": "bool?"},  # a failed unit: no time
+               "flops": "num?", "bytes": "num?", "valid": "bool", "throttled": "bool?", **WINDOW},  # a failed unit: no time
     "shared": {"rep": "int", "time_s": "time", "bytes": "num", "valid": "bool"},
     "workloads": {"name": "str", "case": "str", "dtype": "str", "flops": "num?", "bytes": "num?",
                   "time_s": "time?", "efficiency": "num?", "attainable_flops": "num?",
-                  "above_roof": "bool?", "valid": "bool?"},
+                  "above_roof": "bool?", "valid": "bool?", **WINDOW},
     "workload_samples": {"name": "str", "case": "str", "dtype": "str", "time_s": "time"},
     "telemetry": {"t_s": "num", "sm_clock_mhz": "num?", "mem_clock_mhz": "num?", "power_w": "num?",
                   "temperature_c": "num?"},

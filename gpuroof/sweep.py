@@ -9,6 +9,7 @@ import pandas as pd
 
 from gpuroof.backends.base import ITEMSIZE, SWEEP_B, VARIANTS, Backend, SweepBuffers
 from gpuroof.hostbound import host_bound, per_rep
+from gpuroof.quality import BUSY_RETRIES, quiet_window
 from gpuroof.roofline import Roofline
 from gpuroof.telemetry import Sampler
 
@@ -43,12 +44,13 @@ class SweepSettings:
     min_reps: int = 5
     max_reps: int = 100
     max_launch_s: float = 0.05  # compute-bound points shrink their element count to about this
+    busy_retries: int = BUSY_RETRIES  # a point timed while others were busy is timed again, this often at most
 
     @classmethod
     def preset(cls, dtypes: tuple[str, ...], quick: bool, buffer_bytes: int = 0) -> "SweepSettings":
         if quick:
             return cls(dtypes=dtypes, fmas=QUICK_FMA_GRID, buffer_bytes=buffer_bytes, budget_s=0.15,
-                       min_reps=3, max_reps=20, max_launch_s=0.02)
+                       min_reps=3, max_reps=20, max_launch_s=0.02, busy_retries=1)
         return cls(dtypes=dtypes, buffer_bytes=buffer_bytes)
 
     def to_dict(self) -> dict:
@@ -71,7 +73,9 @@ CHECK_CHUNK = 1 << 22
 
 def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements: int,
           partial_elements: int, passes: int = 1) -> float:
-    """Relative error of the last launch's output against the closed form (exact for a = -1).
+    """Relative error of the last launch's output against the closed form (exact for a = -1); inf
+    when any output element (rw) or partial sum (ro) is not finite: one the kernel never wrote is
+    still the NaN it was filled with, and must fail the point, never vanish in a max.
 
     Read in chunks of CHECK_CHUNK elements: a DRAM buffer is 8x the last-level cache (GiBs on a
     server part), and float64 copies of it whole would need several times that in memory.
@@ -84,6 +88,8 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
         expect = x if fmas % 2 == 0 else SWEEP_B - x
         if variant == "rw":
             got = backend.as_float64(buf.out[lo:hi], buf.dtype)
+            if not bool(xp.isfinite(got).all()):  # unwritten (the NaN fill) or overflowed
+                return float("inf")
             worst = max(worst, float(xp.max(xp.abs(got - expect))))
             scale = max(scale, float(xp.max(xp.abs(expect))))
         else:
@@ -91,7 +97,10 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
     if variant == "rw":
         err = worst / scale if scale > 0 else float("inf")
     else:
-        got_sum = float(xp.sum(backend.as_float64(buf.partial[:partial_elements], buf.dtype)))
+        partial = backend.as_float64(buf.partial[:partial_elements], buf.dtype)
+        if not bool(xp.isfinite(partial).all()):
+            return float("inf")
+        got_sum = float(xp.sum(partial))
         want *= passes
         err = abs(got_sum - want) / abs(want) if want != 0 else float("inf")
     return err if np.isfinite(err) else float("inf")
@@ -156,9 +165,11 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                 buf.partial[...] = np.nan  # stale results of another point can never pass the check
                 buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
                 t_start = sampler.now()
-                timing = backend.timed(launch.run, warmup=settings.warmup, min_reps=settings.min_reps,
-                                       max_reps=settings.max_reps, budget_s=settings.budget_s)
-                times, host = timing.times_s, per_rep(timing)
+                win = quiet_window(lambda: backend.timed(launch.run, warmup=settings.warmup,
+                                                         min_reps=settings.min_reps, max_reps=settings.max_reps,
+                                                         budget_s=settings.budget_s),
+                                   f"the point {dtype} {variant} {fmas} FMAs", settings.busy_retries)
+                times, host = win.result.times_s, per_rep(win.result)
                 t_end = sampler.now()
                 err = check(backend, buf, variant, fmas, elements, launch.partial_elements)
                 valid = err <= TOLERANCE[(variant, dtype)]
@@ -173,15 +184,19 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
                         * (2 if variant == "rw" else 1), "flops": flops, "bytes": nb,
                         "intensity_flop_per_byte": flops / nb, "rep": rep, "time_s": float(t),
                         "valid": valid, "rel_error": err, "t_start_s": t_start, "t_end_s": t_end,
-                        "kernel": kernel["kernel"].name if kernel else None, **tel, **host[rep],
+                        "kernel": kernel["kernel"].name if kernel else None, **tel, **host[rep], **win.columns(),
                     })
                 if progress:
                     progress({"dtype": dtype, "variant": variant, "fmas": fmas,
                               "intensity": flops / nb, "gflops": flops / med / 1e9,
                               "gbps": nb / med / 1e9, "clock_mhz": tel.get("sm_clock_mhz"),
-                              "valid": valid})
+                              "valid": valid, "disturbed": win.disturbed})
         del buf
     return SweepResult(samples=pd.DataFrame(rows), buffers=buffers)
+
+
+#: Per-window columns a point keeps from its samples (quality.Window.columns), where they were recorded.
+WINDOW_COLUMNS = ("other_processes_share", "steal_share", "disturbed", "attempts")
 
 
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
@@ -190,6 +205,7 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     samples = samples.assign(enqueue_s=pd.to_numeric(  # the host's enqueue per launch: none on the CPU
         samples["enqueue_s"] if "enqueue_s" in samples else np.nan, errors="coerce"))
     g = samples.groupby(keys, sort=False)
+    window = {c: (c, "first") for c in WINDOW_COLUMNS if c in samples.columns}
     pts = g.agg(elements=("elements", "first"), working_set_bytes=("working_set_bytes", "first"),
                 flops=("flops", "first"), bytes=("bytes", "first"),
                 intensity_flop_per_byte=("intensity_flop_per_byte", "first"),
@@ -199,7 +215,7 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
                 valid=("valid", "all"), rel_error=("rel_error", "max"),
                 sm_clock_mhz=("sm_clock_mhz", "first"), mem_clock_mhz=("mem_clock_mhz", "first"),
                 power_w=("power_w", "first"), temperature_c=("temperature_c", "first"),
-                throttled=("throttled", "first"), enqueue_s=("enqueue_s", "median")).reset_index()
+                throttled=("throttled", "first"), enqueue_s=("enqueue_s", "median"), **window).reset_index()
     pts["host_bound"] = [host_bound(e if np.isfinite(e) else None, t)
                          for e, t in zip(pts["enqueue_s"], pts["time_s"])]
     pts["flops_per_s"] = pts["flops"] / pts["time_s"]
@@ -226,12 +242,22 @@ def plateau_statistic(rates: Iterable[float]) -> dict:
             "spread": (top - p10) / top}
 
 
+def undisturbed(points: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """(the points timed in a quiet window, False), or (all of `points`, True) when every one of
+    them was disturbed by other processes; points without the `disturbed` column count as quiet."""
+    if "disturbed" not in points.columns or points.empty:
+        return points, False
+    quiet = points[~points["disturbed"].fillna(False).astype(bool)]
+    return (quiet, False) if len(quiet) else (points, True)
+
+
 @dataclass
 class Ceilings:
     roofline: Roofline
     plateaus: dict[str, list[dict]]  # the points each ceiling came from
     fit: dict
     statistics: dict[str, dict] = field(default_factory=dict)  # per ceiling: plateau_statistic()
+    disturbed: list[str] = field(default_factory=list)  # ceilings that had no undisturbed point to come from
 
 
 def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
@@ -242,6 +268,8 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
     set is at least `dram_min_working_set` (several times the last-level cache), for compute per
     dtype. The ceiling is CEILING_PERCENTILE of the valid repetitions (`samples`) of the plateau's
     points (without samples: the best median), so a few contended repetitions cannot drag it down.
+    Only points timed in an undisturbed window count (`undisturbed`); a ceiling with none to come
+    from takes the disturbed ones and is named in `Ceilings.disturbed`.
     """
     ok = points[points["valid"]]
     dram = ok[ok["working_set_bytes"] >= dram_min_working_set]
@@ -249,10 +277,14 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
         raise ValueError("no valid point with a DRAM-sized working set: no bandwidth ceiling")
     plateaus: dict[str, list[dict]] = {}
     stats: dict[str, dict] = {}
+    disturbed: list[str] = []
     keys = ["dtype", "variant", "fmas_per_element"]
     reps = samples[samples["valid"]] if samples is not None else None
 
     def plateau(df: pd.DataFrame, col: str, name: str) -> float:
+        df, forced = undisturbed(df)
+        if forced:
+            disturbed.append(name)
         best = df[col].max()
         top = df[df[col] >= 0.97 * best]
         plateaus[name] = top[keys + [col]].to_dict("records")
@@ -268,8 +300,9 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
     for dtype, df in ok[ok["flops"] > 0].groupby("dtype", sort=False):
         compute[dtype] = plateau(df, "flops_per_s", dtype)
     roof = Roofline(bandwidth={"dram": bw}, compute=compute)
-    return Ceilings(roofline=roof, plateaus=plateaus, fit=fit_quality(ok, roof, dram_min_working_set),
-                    statistics=stats)
+    return Ceilings(roofline=roof, plateaus=plateaus,
+                    fit=fit_quality(undisturbed(ok)[0], roof, dram_min_working_set), statistics=stats,
+                    disturbed=disturbed)
 
 
 #: A cache-resident point is kept in the fit only when its intensity is this many times the ridge:

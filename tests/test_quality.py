@@ -83,7 +83,7 @@ def _quiet_meta() -> dict:
 
 
 def test_a_quiet_consistent_run_is_ok():
-    assert quality.assess(_quiet_meta()) == {"ok": True, "reasons": []}
+    assert quality.assess(_quiet_meta()) == {"ok": True, "reasons": [], "warnings": []}
 
 
 @pytest.mark.parametrize("edit,word", [

@@ -31,6 +31,36 @@ def sweep_input(index: np.ndarray) -> np.ndarray:
     return ((index * 37) % 61 + 1) * 0.5
 
 
+def fill_value(storage: Any) -> Any:
+    """What an output array of `storage` dtype is filled with before a kernel writes it, so that an
+    element it never writes cannot pass a check: NaN for a float type, the bfloat16 NaN bits 0x7FC0
+    for uint16 (bfloat16 storage), the minimum of a signed integer type."""
+    dt = np.dtype(storage)
+    if dt.kind == "f":
+        return np.nan
+    if dt == np.uint16:
+        return 0x7FC0
+    if dt.kind == "i":
+        return np.iinfo(dt).min
+    raise TypeError(f"no fill value for output dtype {dt}")
+
+
+def unwritten(xp: Any, arr: Any) -> int:
+    """Elements of an output array (numpy or cupy) left at `fill_value` or otherwise unusable: not
+    finite for a float type, an all-ones exponent for bfloat16 bits (uint16), the minimum of a
+    signed integer type."""
+    dt = arr.dtype
+    if dt.kind == "f":
+        bad = ~xp.isfinite(arr)
+    elif dt == np.uint16:
+        bad = (arr & 0x7F80) == 0x7F80
+    elif dt.kind == "i":
+        bad = arr == np.iinfo(dt).min
+    else:
+        raise TypeError(f"no fill value for output dtype {dt}")
+    return int(bad.sum())
+
+
 @dataclass
 class SweepBuffers:
     """Device arrays of one dtype: input `x`, output `out` (rw) and per-thread `partial` sums (ro)."""

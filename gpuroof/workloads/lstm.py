@@ -122,6 +122,7 @@ def _host_buffers(p: LstmParams, x: dict) -> dict:
     xh = np.zeros((p.steps + 1, p.batch, i + p.hidden))
     xh[:p.steps, :, :i] = x["x"]
     xh[0, :, i:] = x["h0"]
+    xh[1:, :, i:] = np.nan  # h_1..h_T are the output: a step that never writes its h fails the check
     return {"xh": to_storage(xh, p.dtype), "w": to_storage(x["w"], p.dtype),
             "bias": to_storage(x["bias"], p.dtype), "c0": to_storage(x["c0"], p.dtype)}
 

@@ -49,7 +49,7 @@ def gemm_operands(layout: str) -> tuple[int, int, bool]:
 
 def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: str, n: int):
     """n x n x n GEMM of `unit` through cublasGemmEx; its `run` exposes `enqueue` for event timing."""
-    from gpuroof.backends.base import Blocking
+    from gpuroof.backends.base import Blocking, fill_value, unwritten
     from gpuroof.matrix import Gemm, rel_error, sample_rows
 
     if unit not in GEMM_UNITS:
@@ -81,7 +81,7 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
                     a64, b64 = round_tf32(a64), round_tf32(b64)
         if b_transposed:
             b = cp.ascontiguousarray(b.T)
-        c = cp.empty((n, n), dtype=out_store)
+        c = cp.full((n, n), fill_value(out_store), dtype=out_store)  # unwritten elements fail the check
         wait()
     alpha = np.ones(1, dtype=alpha_t)
     beta = np.zeros(1, dtype=alpha_t)
@@ -101,9 +101,11 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
         cublas.setMathMode(handle, 0)  # CUBLAS_DEFAULT_MATH: the compute type alone picks the unit
 
     def check() -> float:
+        if unwritten(cp, c):
+            return float("inf")
         got = c[rows]
         got = float64_from_bf16_bits(cp, got) if unit == "bfloat16" else got.astype(cp.float64)
         return rel_error(cp.asnumpy(got), a64[rows] @ b64)
 
     return Gemm(unit=unit, n=n, run=Blocking(enqueue, wait, setup), check=check, itemsize_in=itemsize_in,
-                itemsize_out=itemsize_out, layout=layout)
+                itemsize_out=itemsize_out, layout=layout, output=c)
