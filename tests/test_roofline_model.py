@@ -105,3 +105,19 @@ def test_fit_reports_the_worst_point():
     assert fit["max_abs_deviation"] == pytest.approx(0.5)
     assert fit["worst_point"]["fmas_per_element"] == 4
     assert not math.isnan(fit["median_abs_deviation"])
+
+
+def test_fit_holds_each_point_to_its_own_streaming_loop():
+    """The roof is a non-temporal copy's 100 GB/s; a read-only stream reaches 70 GB/s on its own.
+    Its FMA points at 70 GB/s follow their loop (deviation 0) although they are 30% under the
+    single roof (kept beside), and one at 35 GB/s strays by half whichever B is used."""
+    big = 1 << 30
+    pts = _points([("float32", "rw", 0, big, 0, 1e9, 0.010, True),        # 100 GB/s: the roof
+                   ("float32", "ro", 0, big, 0, 0.7e9, 0.010, True),      # 70 GB/s: the ro loop
+                   ("float32", "ro", 1, big, 0.35e9, 0.7e9, 0.010, True),  # 70 GB/s with FMAs
+                   ("float32", "ro", 2, big, 0.7e9, 0.7e9, 0.020, True)])  # 35 GB/s
+    fit = fit_quality(pts, ROOF, dram_min_working_set=big)
+    assert fit["streaming_bandwidth_Bps"] == {"float32 rw": pytest.approx(100e9), "float32 ro": pytest.approx(70e9)}
+    assert fit["max_abs_deviation"] == pytest.approx(0.5)
+    assert fit["worst_point"]["fmas_per_element"] == 2
+    assert fit["max_abs_deviation_single_roof"] == pytest.approx(1 - 35 / 100)
