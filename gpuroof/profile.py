@@ -17,7 +17,8 @@ from gpuroof.profiling import need_torch as _torch
 from gpuroof.profiling.figure import figure
 from gpuroof.profiling.formulas import flop_counter, flop_formulas  # noqa: F401 - the public names
 from gpuroof.profiling.matching import SPAN, _event_time, _roots, _start, match, widen
-from gpuroof.profiling.recording import _Recorder
+from gpuroof.profiling.recording import _Recorder, move_inputs, split_inputs
+from gpuroof.quality import Activity, window_quality
 from gpuroof.profiling.tables import (COLUMNS, TOP, _aggregate, _model_row, _ms, _table, _totals, module_table,
                                       where_table)
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
@@ -72,22 +73,43 @@ class ProfileResult:
         def recs(kind: str) -> list[dict]:
             return self.rows(kind).drop(columns=["kind"]).to_dict("records")
 
-        return {"model": self.name, "device": self.device, "ceilings": self.ceilings,
+        return {"quality": self.quality, "model": self.name, "device": self.device, "ceilings": self.ceilings,
                 "ceilings_source": self.ceilings_source, "conventions": CONVENTIONS, "totals": self.totals,
                 "op_types": recs("op_type"), "modules": recs("module"), "ops": recs("op")}
 
     def where_the_time_goes(self, top: int = TOP) -> str:
         return where_table(self.rows("op_type"), top)
 
+    @property
+    def quality(self) -> dict:
+        return self.totals.get("quality") or {"ok": None, "reasons": []}
+
     def summary(self) -> str:
         t = self.totals
-        lines = [f"{self.name} on {self.device['name']} ({self.device['type']}), "
-                 f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
-                 f"  op time {_ms(t['time_s'])} (median per op) of {_ms(t['profiled_time_s'])} profiled "
-                 f"({t['op_time_coverage']:.0%}), wall {_ms(t['wall_time_s'])}; roofline-predicted {_ms(t['predicted_time_s'])}: "
-                 f"headroom {t['headroom']:.2f}x if every op ran at its roof",
-                 f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
-                 f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}"]
+        lines = []
+        if self.quality.get("ok") is False:  # first: every time below was taken on a busy machine
+            lines.append("NOT QUIET: " + "; ".join(self.quality["reasons"]) + " - op times may be inflated; "
+                         "profile again on a quiet machine")
+        lines += [f"{self.name} on {self.device['name']} ({self.device['type']}), "
+                  f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
+                  f"  ops matched to the profiler cover {t['op_time_coverage']:.0%} of the profiled time "
+                  f"(median over {t['reps']} repetitions of op time / profiled time; per repetition "
+                  f"{_ms(t['op_time_per_rep_s'])} of {_ms(t['profiled_time_s'])}, wall {_ms(t['wall_time_s'])})"]
+        gone = t["not_placed"]
+        if t["placed_time_s"] > 0 and t["predicted_time_s"] > 0:
+            line = (f"  roofline-predicted {_ms(t['predicted_time_s'])} for the {_ms(t['placed_time_s'])} of placed "
+                    f"ops (sum of per-op medians): headroom {t['headroom']:.2f}x if every op ran at its roof")
+            if t["headroom"] < 1:
+                line += ("; under 1, the ops ran faster than their roofline time: data reused from caches, or "
+                         "ceilings measured low (a --quick or busy run)")
+            lines.append(line)
+        else:
+            lines.append("  no op could be placed on this run's roofline")
+        if gone["ops"]:
+            lines.append(f"  {gone['ops']} ops ({_ms(gone['time_s'])}) not placed, left out of the headroom: "
+                         + " / ".join(gone["why"][:3]))
+        lines.append(f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
+                     f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}")
         return "\n".join(lines)
 
     def write(self, out: str | Path, formats: tuple[str, ...] = ("png",)) -> dict[str, Path]:
@@ -168,12 +190,6 @@ def resolve_ceilings(backend: str, device_name: str, ceilings: str | Path | Run 
     return run
 
 
-def _move(inputs: Any, dev: "torch.device") -> tuple:
-    torch = _torch()
-    items = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    return tuple(t.to(dev) if isinstance(t, torch.Tensor) else t for t in items)
-
-
 def _loss(out: Any) -> "torch.Tensor":
     """A scalar to call backward on: the sum of every floating-point output that needs a gradient."""
     from torch.utils._pytree import tree_leaves
@@ -186,6 +202,21 @@ def _loss(out: Any) -> "torch.Tensor":
     return torch.stack(parts).sum()
 
 
+def refuse_compiled(model: Any) -> None:
+    """A torch.compile'd model (or one with a compiled submodule) is refused: FlopCounterMode and the
+    dispatcher hooks see eager ops only, and after one call under them Dynamo stops using the
+    compiled code, so its numbers would be the eager model's under the compiled model's name."""
+    torch = _torch()
+    optimized = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
+    cls = getattr(optimized, "OptimizedModule", None)
+    for name, m in model.named_modules():
+        if (cls is not None and isinstance(m, cls)) or getattr(m, "_compiled_call_impl", None) is not None:
+            where = f" (submodule {name})" if name else ""
+            raise UsageError(f"model: torch.compile'd{where}; gpuroof profiles eager ops (FlopCounterMode and "
+                             "torch.profiler see the eager dispatcher, and Dynamo drops the compiled code "
+                             "under them): pass the model before torch.compile")
+
+
 def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bool = False,
                   ceilings: str | Path | Run | None = None, force: bool = False, reps: int = REPS,
                   warmup: int = WARMUP, name: str | None = None) -> ProfileResult:
@@ -193,7 +224,9 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     torch.profiler and place every op on the device's measured roofline.
 
     model: an nn.Module (moved to `device`; without `backward` it runs under torch.no_grad());
-    inputs: a tensor or a tuple of positional arguments (moved to `device`);
+    inputs: how to call it (tensors moved to `device`): a tensor, `model(x)`; a tuple or list of
+    positional arguments, `model(*inputs)`; a dict of keyword arguments, `model(**inputs)` (a
+    tokenizer's output: input_ids, attention_mask, ...); or a pair (args, kwargs), `model(*args, **kwargs)`;
     device: auto | cpu | cuda | cuda:N; ceilings: a run directory (default: the newest complete run
     for this device under results/); reps: profiled repetitions, each op's time is their median.
     """
@@ -203,22 +236,27 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
 
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"model: {type(model).__name__} is not a torch.nn.Module")
+    refuse_compiled(model)
     if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
         raise UsageError(f"reps={reps!r}: a positive integer")
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 1:
         raise UsageError(f"warmup={warmup!r}: a positive integer (the first call is never timed)")
+    args, kwargs = split_inputs(inputs)
     dev = _as_device(device)
     backend, device_name, device_desc = device_identity(dev)
     run = resolve_ceilings(backend, device_name, ceilings, force)
     roof = Roofline.from_dict(run.meta["ceilings"])
     gpu = dev.type == "cuda"
     model = model.to(dev)
-    args = _move(inputs, dev)
+    args, kwargs = move_inputs(args, kwargs, dev)
 
-    def step() -> None:
-        out = model(*args)
+    def step(rec: _Recorder | None = None) -> None:
+        out = model(*args, **kwargs)
         if backward:
-            _loss(out).backward()
+            loss = _loss(out)
+            if rec is not None:
+                rec.in_backward = True
+            loss.backward()
 
     def sync() -> None:
         if gpu:
@@ -235,28 +273,31 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
         except Exception as e:  # the model's own failure is bad input: one line, naming the argument
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UsageError(f"inputs: model(*inputs) raised {type(e).__name__}: {first}"[:400]) from None
-        with _Recorder(flop_counter(), dev.type) as rec:
-            step()
+        with _Recorder(flop_counter(), dev.type, model) as rec:
+            step(rec)
             sync()
         records = rec.records
         if not records:
             raise UsageError("model: its forward ran no torch op; nothing to profile")
         counted = rec.counter.get_total_flops()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+        activity = Activity()
         with torch_profile(activities=activities) as prof:
             for _ in range(reps):
                 with record_function(SPAN):
                     step()
                 sync()
+        quality = window_quality(activity.stop(), "the profiled repetitions")
     events = list(prof.events())
     tops = [e for e in events if e.cpu_parent is None]
     spans = sorted((e for e in tops if e.name == SPAN), key=_start)
     names = [r.op for r in records]
+    views = [r.view for r in records]
     times = np.full((len(spans), len(records)), np.nan)
     span_s, op_s = [], []
     for j, span in enumerate(spans):
         roots = _roots(span, tops)
-        for i, e in enumerate(widen(match(names, roots))):
+        for i, e in enumerate(widen(match(names, roots, views))):
             if e is not None:
                 times[j, i] = _event_time(e, gpu)
         op_s.append(sum(_event_time(e, gpu) for e in roots))
@@ -265,8 +306,11 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     label = name or type(model).__name__
     totals = _totals(table, op_s, span_s, np.nansum(times, axis=1).tolist(), counted, backward,
                      str(torch.__version__))
+    totals["quality"] = quality
     table = pd.concat([table, _aggregate(table, "op", "op_type"), _aggregate(table, "module", "module"),
                        _model_row(table, totals)], ignore_index=True).reindex(columns=COLUMNS)
+    table["quality_ok"] = quality["ok"]  # every row: a filtered table still says the window was busy
+    table["quality_reasons"] = "; ".join(quality["reasons"])
     return ProfileResult(name=label, table=table, totals=totals, device=device_desc,
                          ceilings=run.meta["ceilings"], ceilings_source=str(run.path), meta=run.meta)
 

@@ -118,7 +118,7 @@ def bounding_roof(row: Any, ceilings: dict) -> str | None:
 
 
 def roof_colour(roof: str | None) -> str:
-    if roof is None:
+    if not isinstance(roof, str):  # None, or the NaN pandas makes of it
         return UNBOUND_COLOUR
     return unit_colour(roof) if roof not in ("dram", "l1", "l2", "l3", "llc", "shared") else level_colour(roof)
 
@@ -231,7 +231,8 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     only where the measured one falls well short of it.
 
     `kernels` has columns x (FLOP/byte), y (FLOP/s), dtype, kernel, label (text or None), valid, above,
-    and optionally bound / roof_unit / level (which roof bounds the point) and lost_s, efficiency.
+    and optionally bound / roof_unit / level (which roof bounds the point), lost_s, efficiency and size
+    (a marker area per point, points²) and marker (a matplotlib marker per kind).
     """
     import matplotlib as mpl
     from matplotlib.lines import Line2D
@@ -293,11 +294,14 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
             m.set_gid(f"ridge:{unit}")
 
         kinds = list(dict.fromkeys(k["kernel"]))
-        markers = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(kinds)}
+        given = dict(zip(k["kernel"], k["marker"])) if "marker" in k else {}  # a marker per kind, when given
+        markers = {n: given[n] if isinstance(given.get(n), str) else MARKERS[i % len(MARKERS)]
+                   for i, n in enumerate(kinds)}
         size = 52 if kernel_kind == "workloads" else 30
         for name in kinds:
             sel = k[k["kernel"] == name]
-            coll = ax.scatter(sel["x"], sel["y"], c=list(sel["colour"]), marker=markers[name], s=size,
+            sizes = sel["size"].to_numpy(float) if "size" in sel else size  # an area per point, when given
+            coll = ax.scatter(sel["x"], sel["y"], c=list(sel["colour"]), marker=markers[name], s=sizes,
                               edgecolors="white", linewidths=0.6, zorder=4)
             coll.set_gid(f"kernels:{name}")
         bad = k[~k["valid"]]
@@ -311,7 +315,7 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
         # the legend under the plot: what the markers are, what the colours are; roofs are labelled on the plot
         handles = [Line2D([], [], ls="none", marker=markers[n], mfc="#555555", mec="white", ms=7, label=n)
                    for n in kinds]
-        for roof in dict.fromkeys(k["roof"]):
+        for roof in dict.fromkeys(r if isinstance(r, str) else None for r in k["roof"]):
             what = "not placed" if roof is None else \
                 f"bound by {roof.upper() if roof in meas_bw else unit_name(roof)}"
             handles.append(Line2D([], [], ls="none", marker="s", mfc=roof_colour(roof), mec="none", ms=7, label=what))

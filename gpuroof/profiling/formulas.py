@@ -29,20 +29,55 @@ def _cudnn_rnn_backward(input_shape, weights, *args, out_shape=None, **kwargs) -
     return 2 * _cudnn_rnn(input_shape, weights)
 
 
+def _sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """The CPU's fused SDPA kernels (and the overrideable one a backend plugs in), with
+    FlopCounterMode's own count for the CUDA kernels: the two attention GEMMs, dense (a causal mask
+    is not discounted, as torch does not)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Their backward: the scores recomputed and the four gradient GEMMs (FlopCounterMode's count)."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _flash_inplace(out, query, key, value, *args, **kwargs) -> int:
+    """The flash forward that writes into `out`: the flash forward's own formula, on raw tensors."""
+    from torch.utils.flop_counter import flop_registry
+
+    return flop_registry[_torch().ops.aten._flash_attention_forward](query, key, value, *args, **kwargs)
+
+
+_flash_inplace._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode passes tensors, not shapes
+
+#: gpuroof's formulas by aten op name; an op this torch build lacks is skipped.
+FORMULAS = {
+    "mkldnn_rnn_layer": _mkldnn_rnn, "mkldnn_rnn_layer_backward": _mkldnn_rnn_backward,
+    "_cudnn_rnn": _cudnn_rnn, "_cudnn_rnn_backward": _cudnn_rnn_backward,
+    "_scaled_dot_product_flash_attention_for_cpu": _sdpa,
+    "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_backward,
+    "_scaled_dot_product_fused_attention_overrideable": _sdpa,
+    "_scaled_dot_product_fused_attention_overrideable_backward": _sdpa_backward,
+    "_scaled_dot_product_attention_math_for_mps": _sdpa,
+    "_flash_attention_forward_no_dropout_inplace": _flash_inplace,
+}
+
+
 def flop_formulas() -> dict:
     """`custom_mapping` for FlopCounterMode: its registry has no entry for the fused RNN kernels,
-    which would put a whole nn.LSTM at 0 FLOPs. Elementwise gate math is left out, as
-    FlopCounterMode leaves out every elementwise op."""
-    torch = _torch()
-    aten = torch.ops.aten
-    table = {"mkldnn_rnn_layer": _mkldnn_rnn, "mkldnn_rnn_layer_backward": _mkldnn_rnn_backward,
-             "_cudnn_rnn": _cudnn_rnn, "_cudnn_rnn_backward": _cudnn_rnn_backward}
-    return {getattr(aten, name): fn for name, fn in table.items() if hasattr(aten, name)}
+    which would put a whole nn.LSTM at 0 FLOPs, nor for the SDPA kernels a CPU runs attention on
+    (flash for CPU, forward and backward), which would put attention at 0 FLOPs. Elementwise gate
+    and softmax math is left out, as FlopCounterMode leaves out every elementwise op."""
+    aten = _torch().ops.aten
+    return {getattr(aten, name): fn for name, fn in FORMULAS.items() if hasattr(aten, name)}
 
 
 def flop_counter() -> Any:
-    """A FlopCounterMode with gpuroof's RNN formulas, not printing its table."""
+    """A FlopCounterMode with gpuroof's formulas, not printing its table."""
     from torch.utils.flop_counter import FlopCounterMode
 
     return FlopCounterMode(display=False, custom_mapping=flop_formulas())
-

@@ -42,20 +42,37 @@ def _preorder(roots: list) -> tuple[list, list[int]]:
 LOOKAHEAD = 8
 
 
-def match(ops: list[str], roots: list) -> list:
+def same_op(name: str) -> str:
+    """The name an op is matched by: an in-place op and its out-of-place twin alike. The autograd
+    engine sums two gradients of one tensor in place when nothing else holds the first, out of place
+    otherwise, and the recording's dispatcher mode holds references the profiled run does not."""
+    return name.rstrip("_")
+
+
+def match(ops: list[str], roots: list, views: list[bool] | None = None) -> list:
     """The profiler event of each recorded op, in order: a pre-order walk that takes the first event
     of the op's name and skips its subtree (the kernels it called), and walks into events that are
-    not the op (composite ops such as aten::linear, whose parts the dispatcher recorded). An op the
+    not the op (composite ops such as aten::linear, whose parts the dispatcher recorded; the autograd
+    engine's evaluate_function and node events, whose ops the backward recorded). An op the
     profiler records no event for (aten::detach inside an RNN) gets None: its search gives up at the
-    first event named as one of the next ops, so it consumes nothing."""
+    first event named as one of the next ops that move data, so it consumes nothing. Views
+    (`views[i]`) do not stop a search: they are the ops the profiler most often names otherwise
+    or leaves out (detach_ after lift_fresh), and one matched out of place costs no time.
+    Names compare by `same_op`."""
     order, ends = _preorder(roots)
+    names = [same_op(e.name) for e in order]
+    keys = [same_op(op) for op in ops]
+    movers = [i for i, v in enumerate(views or [False] * len(keys)) if not v]
     found: list = [None] * len(ops)
     pos = 0
-    for i, op in enumerate(ops):
-        ahead = set(ops[i + 1:i + 1 + LOOKAHEAD]) - {op}
+    nxt = 0  # index into movers of the first data-moving op after the current one
+    for i, op in enumerate(keys):
+        while nxt < len(movers) and movers[nxt] <= i:
+            nxt += 1
+        ahead = {keys[j] for j in movers[nxt:nxt + LOOKAHEAD]} - {op}
         k = pos
         while k < len(order):
-            name = order[k].name
+            name = names[k]
             if name == op:
                 found[i] = order[k]
                 pos = ends[k]
