@@ -121,14 +121,26 @@ class DecodeStep(nn.Module):
         self.cache: Any = None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        past = self.prompt.shape[1]
-        if self.cache is None or self.cache.get_seq_length() != past or self._cache_device != input_ids.device:
+        if self.cache is None or self.cache.get_seq_length() != self.prompt.shape[1] \
+                or self._cache_device != input_ids.device:
             with torch.no_grad():
-                self.cache = self.model(input_ids=self.prompt, use_cache=True).past_key_values
+                self.cache = _cache_of(self.model(input_ids=self.prompt, use_cache=True))
             self._cache_device = input_ids.device
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
-        self.cache.crop(past)
+        out = self.model(input_ids=input_ids, use_cache=True, **{_cache_argument(self.model): self.cache})
+        self.cache.crop(-input_ids.shape[1])  # drop the tokens just appended (negative: as many as that)
         return out.logits
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The keyword a transformers model takes its KV cache by: `cache` (5.x), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def gpt2_decode(batch: int = 1, past: int = PROMPT, layers: int = 12, width: int = 768, heads: int = 12,

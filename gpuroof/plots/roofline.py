@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -328,12 +329,20 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
             handles.append(Line2D([], [], color="#555555", lw=1.0, ls=(0, (4, 3)), label="theoretical"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="#333333", mew=1.3,
                               label=f"ridge vs {ref.upper()}"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
                    title=f"{kernel_kind}: marker = {'workload' if kernel_kind == 'workloads' else 'kind'}, "
                          "colour = the roof that bounds it", title_fontsize=8.5)
-        if notes:
-            fig.supxlabel(" ".join(notes), fontsize=7.5, color="#444444", x=0.01, ha="left", wrap=True)
+        if notes:  # a band of its own under everything the layout places (the legend among it)
+            text = footnote(notes, fig.get_figwidth())
+            band = (text.count("\n") + 1) * 7.5 * 1.35 / 72 + 0.12  # inches
+            fig.set_figheight(fig.get_figheight() + band)
+            fig.get_layout_engine().set(rect=(0, band / fig.get_figheight(), 1, 1 - band / fig.get_figheight()))
+            fig.text(0.01, 0.06 / fig.get_figheight(), text, fontsize=7.5, color="#444444", ha="left",
+                     va="bottom", gid="footnote")
         _freeze_layout(fig)
+        if notes:  # the layout kept room for the legend above the band, but anchors it to the figure
+            lo = band / fig.get_figheight()
+            legend.set_bbox_to_anchor((0, lo, 1, 1 - lo), transform=fig.transFigure)
 
         placer = LabelPlacer(ax)
         placer.add_points(k[["x", "y"]].to_numpy(float), 5.0)
@@ -361,6 +370,12 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     if notes:
         caption += " " + " ".join(notes)
     return Drawn("roofline", fig, caption, placed)
+
+
+def footnote(notes: Iterable[str], width_in: float, fontsize: float = 7.5) -> str:
+    """The notes under a figure as lines that fit its width (about half an em per character)."""
+    chars = max(40, int(width_in * 72 / (0.52 * fontsize)))
+    return "\n".join(textwrap.fill(n, chars) for n in notes)
 
 
 def _share(value: float, theoretical: float | None) -> str:
