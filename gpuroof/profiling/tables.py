@@ -194,7 +194,8 @@ def _why(r: dict) -> str:
                 f"{r['efficiency']:.0%} of its roofline time")
     if r["bound"] == "compute":
         return f"compute-bound ({r['unit']}): {si(r['achieved_flops'], 'FLOP/s')}, {r['efficiency']:.0%} of its roof"
-    return r.get("notes") or "not placed"
+    notes = r.get("notes")
+    return notes if isinstance(notes, str) and notes else "not placed"
 
 
 def where_table(types: pd.DataFrame, top: int = TOP) -> str:
@@ -213,6 +214,6 @@ def module_table(mods: pd.DataFrame, top: int = TOP) -> str:
     for r in mods.head(top).to_dict("records"):
         rows.append((r["name"], r["count"], si(r["flops"], ""), si(r["bytes"], "B"), _ms(r["time_s"]),
                      f"{r['time_share']:.1%}", f"{r['efficiency']:.2f}" if math.isfinite(r["efficiency"]) else "-",
-                     r["bound"] or "not placed"))
+                     r["bound"] if isinstance(r["bound"], str) else "not placed"))
     return "\n".join(text_table(rows))
 
