@@ -1,4 +1,4 @@
-"""The TPU paper's three kinds of network (MLP, LSTM, CNN), random weights, for `gpuroof profile`.
+"""Models for `gpuroof profile`, random weights: the TPU paper's MLP, LSTM and CNN, and transformers models.
 
 Each function takes `batch` and returns (model, inputs); nothing is downloaded:
 
@@ -10,6 +10,17 @@ reads each weight once per sequence for 2 FLOPs per step (STEPS / 2 FLOP/B, coun
 bytes): both sit under the bandwidth slope. The FLOPs grow with the batch and the weight bytes do
 not, so a large batch moves them toward the compute roof. A CNN reuses each weight over every pixel
 and sits right of the ridge already at batch 1.
+
+The transformers models (pip install 'gpuroof[transformers]') are built from their configs, GPT-2
+small and BERT-base by default; their inputs are keyword arguments, as a tokenizer's output is passed:
+
+    gpuroof profile --model experiments/profile_models.py:gpt2_prefill   # 128-token prompt
+    gpuroof profile --model experiments/profile_models.py:gpt2_decode    # one token, 128 in the KV cache
+    gpuroof profile --model experiments/profile_models.py:bert           # input_ids, attention_mask, ...
+    gpuroof profile --model experiments/profile_models.py:gpt2_prefill --backward
+
+A model function returns (model, inputs): inputs a tensor (model(x)), a tuple of positional arguments,
+a dict of keyword arguments (model(**inputs)) or a pair (args, kwargs).
 """
 from __future__ import annotations
 
