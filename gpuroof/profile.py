@@ -32,12 +32,17 @@ if TYPE_CHECKING:  # torch is an optional extra (gpuroof[torch]); imported when 
 #: What the numbers mean, written into profile.json.
 CONVENTIONS = {
     "flops": "torch.utils.flop_counter.FlopCounterMode (matmul, convolution, attention; an FMA counts 2; "
-             "elementwise ops count 0), with a formula added for the fused RNN kernels (oneDNN, cuDNN): "
-             "2 FLOPs per weight per token forward, 4 backward",
+             "elementwise ops count 0), with formulas added for the fused RNN kernels (oneDNN, cuDNN: "
+             "2 FLOPs per weight per token forward, 4 backward), the SDPA kernels a CPU runs (the counter's "
+             "own sdpa counts: attention dense, a causal mask not discounted) and the fused inference fast "
+             "paths of nn.MultiheadAttention and nn.TransformerEncoderLayer",
     "bytes": "compulsory traffic: each distinct input tensor read once, each output written once "
              "(broadcast dimensions counted once); a view moves no data",
     "time": "torch.profiler: device kernel time of the op on CUDA, the op's CPU time on a CPU; the median "
-            "over the profiled repetitions",
+            "over the profiled repetitions; a backward op belongs to the module whose forward op made its "
+            "autograd node",
+    "quality": "whether other processes or the hypervisor took CPU time while the repetitions ran "
+               "(quality.window_quality); op times from a busy window may be inflated",
     "aggregates": "sums over op instances; predicted time is the sum of each op's roofline time "
                   "max(FLOPs / compute ceiling, bytes / DRAM bandwidth); efficiency = predicted / measured",
 }

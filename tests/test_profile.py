@@ -524,3 +524,32 @@ def test_the_legend_and_the_footnote_do_not_overlap(token_profile):
     leg_box, foot_box = legend.get_window_extent(renderer), foot.get_window_extent(renderer)
     assert not leg_box.overlaps(foot_box) and foot_box.y1 <= leg_box.y0
     assert foot_box.x1 <= fig.bbox.x1 and foot_box.y0 >= 0
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_torch_transformer_fast_paths_count_projections_attention_and_feed_forward(cpu_run, padded):
+    """nn.TransformerEncoder in inference runs one fused op per layer (on a nested tensor when a
+    padding mask lets it drop the padding): counted per sequence at its own length."""
+    b, s, e, f, heads = 2, 8, 32, 64, 4
+    layer = torch.nn.TransformerEncoderLayer(e, heads, f, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=padded).eval()
+    mask = torch.zeros(b, s, dtype=torch.bool)
+    lengths = [s, s]
+    if padded:
+        mask[1, s // 2:] = True
+        lengths = [s, s // 2]
+    res = api.profile(model, ((torch.randn(b, s, e),), {"src_key_padding_mask": mask}), device="cpu",
+                      ceilings=cpu_run.path, reps=1)
+    fused = _ops(res)[_ops(res)["op"] == "aten::_transformer_encoder_layer_fwd"]
+    assert len(fused) == 1
+    n = sum(lengths)
+    expected = 8 * e * e * n + 4 * e * sum(x * x for x in lengths) + 4 * e * f * n
+    assert fused["flops"].iloc[0] == expected == res.totals["flops"]
+
+
+def test_multihead_attention_fast_path_counts_its_gemms(cpu_run):
+    b, s, e = 2, 8, 32
+    mha = torch.nn.MultiheadAttention(e, 4, batch_first=True).eval()
+    x = torch.randn(b, s, e)
+    res = api.profile(mha, (x, x, x), device="cpu", ceilings=cpu_run.path, reps=1)
+    assert res.totals["flops"] == 8 * e * e * b * s + 4 * b * s * s * e

@@ -30,13 +30,19 @@ class OpRecord:
 
 def _distinct_bytes(t: "torch.Tensor") -> int:
     """Bytes of the distinct elements a tensor addresses: a broadcast (stride-0) dimension counts once."""
-    if t.is_sparse or not t.layout == _torch().strided:
+    if t.is_nested or t.is_sparse or not t.layout == _torch().strided:  # no strides to read: every element
         return int(t.numel() * t.element_size())
     n = 1
     for size, stride in zip(t.shape, t.stride()):
         if stride != 0:
             n *= size
     return int(n * t.element_size()) if t.numel() else 0
+
+
+def _shape_text(t: "torch.Tensor") -> str:
+    if t.is_nested:
+        return f"nested({t.size(0)})"
+    return "x".join(map(str, t.shape)) or "scalar"
 
 
 def _dtype_name(dtype: "torch.dtype") -> str:
@@ -171,7 +177,8 @@ class _Recorder:
         outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         seen: dict = {}
         for t in ins:  # a tensor passed twice (x * x) is read once
-            key = (_storage(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+            key = (_storage(t), id(t)) if t.is_nested else \
+                (_storage(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
             seen.setdefault(key, t)
         in_storages = {_storage(t) for t in ins}
         mutable = func._schema.is_mutable
@@ -184,7 +191,7 @@ class _Recorder:
         self.records.append(OpRecord(
             op=op, module=module, phase="backward" if backward else "forward",
             flops=flops, bytes=int(nbytes), dtype=dtype, unit=self._unit(op, dtype, flops), view=view,
-            input_shapes=" ".join("x".join(map(str, t.shape)) or "scalar" for t in ins)))
+            input_shapes=" ".join(_shape_text(t) for t in ins)))
         return out
 
 
