@@ -44,7 +44,9 @@ CONVENTIONS = {
     "quality": "whether other processes or the hypervisor took CPU time while the repetitions ran "
                "(quality.window_quality); op times from a busy window may be inflated",
     "aggregates": "sums over op instances; predicted time is the sum of each op's roofline time "
-                  "max(FLOPs / compute ceiling, bytes / DRAM bandwidth); efficiency = predicted / measured",
+                  "max(FLOPs / compute ceiling, bytes / DRAM bandwidth); efficiency = predicted / measured and "
+                  "headroom = measured / predicted over the placed ops only (an op with no ceiling for its unit "
+                  "is listed as not placed); a group is above its roof when it ran faster than its predicted time",
 }
 
 REPS = 5
