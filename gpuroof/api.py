@@ -275,9 +275,12 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
 def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = False,
             ceilings: str | Path | Run | None = None, force: bool = False, reps: int = 5,
             name: str | None = None) -> Any:
-    """Every op of `model(*inputs)` (and its backward) on the device's measured roofline: FLOPs from
+    """Every op of the model's call (and its backward) on the device's measured roofline: FLOPs from
     FlopCounterMode, time from torch.profiler, compulsory bytes; see gpuroof.profile.profile_model.
-    Returns a ProfileResult (`.table`, `.totals`, `.summary()`, `.write(dir)`); needs gpuroof[torch]."""
+    `inputs`: a tensor (`model(x)`), a tuple of positional arguments, a dict of keyword arguments
+    (`model(**inputs)`, e.g. a tokenizer's output) or a pair (args, kwargs). A torch.compile'd model is
+    refused (ValueError). Returns a ProfileResult (`.table`, `.totals`, `.quality`, `.summary()`,
+    `.write(dir)`); needs gpuroof[torch]."""
     from gpuroof.profile import profile_model
 
     return profile_model(model, inputs, device=device, backward=backward, ceilings=ceilings, force=force,

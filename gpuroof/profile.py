@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
-import statistics
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,15 +10,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from gpuroof.bench import newest_run, place_case, same_device
+from gpuroof.bench import newest_run, same_device
 from gpuroof.errors import UsageError
-from gpuroof.hostbound import host_bound, note as host_bound_note
+from gpuroof.hostbound import note as host_bound_note
 from gpuroof.output import emit_json, results_root
+from gpuroof.profiling import need_torch as _torch
+from gpuroof.profiling.figure import figure
+from gpuroof.profiling.formulas import flop_counter, flop_formulas  # noqa: F401 - the public names
+from gpuroof.profiling.matching import SPAN, _event_time, _roots, _start, match, widen
+from gpuroof.profiling.recording import _Recorder, move_inputs, split_inputs
+from gpuroof.quality import Activity, window_quality
+from gpuroof.profiling.tables import (COLUMNS, TOP, _aggregate, _model_row, _ms, _table, _totals, module_table,
+                                      where_table)
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
                              slug)
 from gpuroof.roofline import Roofline
-from gpuroof.units import si, text_table
-from gpuroof.workloads.base import accumulate_unit, library_unit
+from gpuroof.units import si
 
 if TYPE_CHECKING:  # torch is an optional extra (gpuroof[torch]); imported when a model is profiled
     import torch
@@ -29,296 +33,25 @@ if TYPE_CHECKING:  # torch is an optional extra (gpuroof[torch]); imported when 
 #: What the numbers mean, written into profile.json.
 CONVENTIONS = {
     "flops": "torch.utils.flop_counter.FlopCounterMode (matmul, convolution, attention; an FMA counts 2; "
-             "elementwise ops count 0), with a formula added for the fused RNN kernels (oneDNN, cuDNN): "
-             "2 FLOPs per weight per token forward, 4 backward",
+             "elementwise ops count 0), with formulas added for the fused RNN kernels (oneDNN, cuDNN: "
+             "2 FLOPs per weight per token forward, 4 backward), the SDPA kernels a CPU runs (the counter's "
+             "own sdpa counts: attention dense, a causal mask not discounted) and the fused inference fast "
+             "paths of nn.MultiheadAttention and nn.TransformerEncoderLayer",
     "bytes": "compulsory traffic: each distinct input tensor read once, each output written once "
              "(broadcast dimensions counted once); a view moves no data",
     "time": "torch.profiler: device kernel time of the op on CUDA, the op's CPU time on a CPU; the median "
-            "over the profiled repetitions",
+            "over the profiled repetitions; a backward op belongs to the module whose forward op made its "
+            "autograd node",
+    "quality": "whether other processes or the hypervisor took CPU time while the repetitions ran "
+               "(quality.window_quality); op times from a busy window may be inflated",
     "aggregates": "sums over op instances; predicted time is the sum of each op's roofline time "
-                  "max(FLOPs / compute ceiling, bytes / DRAM bandwidth); efficiency = predicted / measured",
+                  "max(FLOPs / compute ceiling, bytes / DRAM bandwidth); efficiency = predicted / measured and "
+                  "headroom = measured / predicted over the placed ops only (an op with no ceiling for its unit "
+                  "is listed as not placed); a group is above its roof when it ran faster than its predicted time",
 }
 
-#: Bound of an op that moves no data and does no FLOPs (a view): its time is dispatch overhead.
-OVERHEAD = "overhead"
-
-KINDS = ("op", "op_type", "module", "model")
-COLUMNS = ["kind", "name", "op", "module", "phase", "index", "count", "dtype", "unit", "roof_unit", "level",
-           "input_shapes", "flops", "bytes", "intensity", "time_s", "time_share", "achieved_flops",
-           "achieved_bandwidth_Bps", "attainable_flops", "efficiency", "predicted_time_s",
-           "measured_over_predicted", "lost_time_s", "bound", "above_roof", "cache_level",
-           "cache_attainable_flops", "cache_efficiency", "notes", "host_bound"]
 REPS = 5
 WARMUP = 2
-TOP = 10  # rows of the "where the time goes" table
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise UsageError("profiling needs PyTorch: pip install 'gpuroof[torch]'") from None
-    return torch
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOP formulas FlopCounterMode lacks: the fused RNN kernels nn.LSTM/nn.GRU run on
-# ---------------------------------------------------------------------------------------------
-
-def _tokens(input_shape: Any) -> int:
-    return math.prod(input_shape[:-1])
-
-
-def _mkldnn_rnn(input_shape, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
-    """oneDNN's RNN layer (nn.LSTM/GRU on a CPU): the two gate GEMMs, 2 FLOPs per weight per token."""
-    return 2 * _tokens(input_shape) * (math.prod(w_ih) + math.prod(w_hh))
-
-
-def _mkldnn_rnn_backward(input_shape, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
-    """Its backward: the input gradient and the weight gradient, each as many FLOPs as the forward."""
-    return 2 * _mkldnn_rnn(input_shape, w_ih, w_hh)
-
-
-def _cudnn_rnn(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
-    """cuDNN's RNN (every layer and direction): 2 FLOPs per weight-matrix element per token."""
-    return 2 * _tokens(input_shape) * sum(math.prod(w) for w in weights if len(w) == 2)
-
-
-def _cudnn_rnn_backward(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _cudnn_rnn(input_shape, weights)
-
-
-def flop_formulas() -> dict:
-    """`custom_mapping` for FlopCounterMode: its registry has no entry for the fused RNN kernels,
-    which would put a whole nn.LSTM at 0 FLOPs. Elementwise gate math is left out, as
-    FlopCounterMode leaves out every elementwise op."""
-    torch = _torch()
-    aten = torch.ops.aten
-    table = {"mkldnn_rnn_layer": _mkldnn_rnn, "mkldnn_rnn_layer_backward": _mkldnn_rnn_backward,
-             "_cudnn_rnn": _cudnn_rnn, "_cudnn_rnn_backward": _cudnn_rnn_backward}
-    return {getattr(aten, name): fn for name, fn in table.items() if hasattr(aten, name)}
-
-
-def flop_counter() -> Any:
-    """A FlopCounterMode with gpuroof's RNN formulas, not printing its table."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    return FlopCounterMode(display=False, custom_mapping=flop_formulas())
-
-
-# ---------------------------------------------------------------------------------------------
-# recording: op instances with their FLOPs, bytes, module and phase
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class OpRecord:
-    """One op instance as the dispatcher ran it."""
-
-    op: str  # "aten::addmm"
-    module: str
-    phase: str  # forward | backward
-    flops: int
-    bytes: int
-    dtype: str
-    unit: str
-    view: bool
-    input_shapes: str
-
-
-def _distinct_bytes(t: "torch.Tensor") -> int:
-    """Bytes of the distinct elements a tensor addresses: a broadcast (stride-0) dimension counts once."""
-    if t.is_sparse or not t.layout == _torch().strided:
-        return int(t.numel() * t.element_size())
-    n = 1
-    for size, stride in zip(t.shape, t.stride()):
-        if stride != 0:
-            n *= size
-    return int(n * t.element_size()) if t.numel() else 0
-
-
-def _dtype_name(dtype: "torch.dtype") -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def _storage(t: "torch.Tensor") -> int | None:
-    try:
-        return t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
-        return None
-
-
-class _Recorder:
-    """A TorchDispatchMode (below autograd, so forward and backward ops alike) that records each op
-    the model runs, on top of a FlopCounterMode: the counter's total before and after each op is that
-    op's FLOPs, so the records add up to FlopCounterMode's total by construction, decompositions
-    included, and the op stream recorded is the one that runs without the counter."""
-
-    def __init__(self, counter: Any, device_type: str):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        torch = _torch()
-        recorder = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                return recorder.dispatch(func, args, kwargs or {})
-
-        self.mode = Mode()
-        self.counter = counter
-        self.gpu = device_type == "cuda"
-        self.records: list[OpRecord] = []
-        # float32 GEMMs run on tf32 tensor cores when the matmul precision allows it ("high"),
-        # float32 convolutions when cuDNN's flag does (its default)
-        self.tf32 = self.gpu and torch.get_float32_matmul_precision() != "highest"
-        self.tf32_conv = self.gpu and bool(getattr(torch.backends.cudnn, "allow_tf32", False))
-
-    def __enter__(self) -> "_Recorder":
-        self.counter.__enter__()
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.mode.__exit__(*exc)
-        finally:
-            self.counter.__exit__(*exc)
-
-    def _module(self) -> str:
-        parents = [p for p in self.counter.mod_tracker.parents if p != "Global"]
-        return max(parents, key=lambda p: (p.count("."), len(p))) if parents else "(top level)"
-
-    def _unit(self, op: str, dtype: str, flops: int) -> str:
-        """Ops FlopCounterMode counts (GEMM, convolution, attention, fused RNN) run in a library on
-        the matrix unit (BLAS on a CPU; tensor cores for 16-bit and tf32 on a GPU); the rest is
-        elementwise work on the vector unit (16-bit data computed in float32)."""
-        if dtype not in ("float64", "float32", "float16", "bfloat16"):
-            return "float32"  # integer and bool ops count no FLOPs: only the bandwidth slope matters
-        if flops <= 0:
-            return accumulate_unit(dtype)
-        if self.gpu and dtype == "float32":
-            conv = "conv" in op
-            if (conv and self.tf32_conv) or (not conv and self.tf32):
-                return "tf32-matrix"
-        return library_unit(dtype, gpu=self.gpu)
-
-    def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        from torch.utils._pytree import tree_leaves
-
-        torch = _torch()
-        before = self.counter.get_total_flops()
-        out = func(*args, **kwargs)
-        flops = int(self.counter.get_total_flops() - before)
-        ins = [t for t in tree_leaves((args, {k: v for k, v in kwargs.items() if k != "out"}))
-               if isinstance(t, torch.Tensor)]
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        seen: dict = {}
-        for t in ins:  # a tensor passed twice (x * x) is read once
-            key = (_storage(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
-            seen.setdefault(key, t)
-        in_storages = {_storage(t) for t in ins}
-        mutable = func._schema.is_mutable
-        view = bool(outs) and not mutable and all(_storage(t) in in_storages for t in outs) and flops == 0
-        nbytes = 0 if view else sum(_distinct_bytes(t) for t in seen.values()) + \
-            sum(_distinct_bytes(t) for t in outs)
-        floats = [t for t in outs + ins if t.is_floating_point()]
-        dtype = _dtype_name((floats or outs or ins)[0].dtype) if (floats or outs or ins) else "float32"
-        op = func._schema.name
-        self.records.append(OpRecord(
-            op=op, module=self._module(), phase="backward" if self.counter.mod_tracker.is_bw else "forward",
-            flops=flops, bytes=int(nbytes), dtype=dtype, unit=self._unit(op, dtype, flops), view=view,
-            input_shapes=" ".join("x".join(map(str, t.shape)) or "scalar" for t in ins)))
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# timing: torch.profiler events matched to the records
-# ---------------------------------------------------------------------------------------------
-
-SPAN = "gpuroof.profile.rep"
-
-
-def _start(e: Any) -> float:
-    return e.time_range.start
-
-
-def _roots(span: Any, tops: list) -> list:
-    """The events of one repetition, in time order: the span's children, and the top-level events
-    of other threads inside it (the autograd engine runs a GPU's backward on its own thread)."""
-    inside = [e for e in tops if e is not span and e.name != SPAN and e.thread != span.thread
-              and span.time_range.start <= e.time_range.start <= span.time_range.end
-              and str(getattr(e, "device_type", "CPU")).endswith("CPU")]  # host events, not kernels
-    return sorted([*span.cpu_children, *inside], key=_start)
-
-
-def _preorder(roots: list) -> tuple[list, list[int]]:
-    """Events in pre-order (time order among siblings) and, for each, the index just past its subtree."""
-    order: list = []
-    ends: list[int] = []
-
-    def visit(e: Any) -> None:
-        k = len(order)
-        order.append(e)
-        ends.append(0)
-        for c in sorted(e.cpu_children, key=_start):
-            visit(c)
-        ends[k] = len(order)
-
-    for r in roots:
-        visit(r)
-    return order, ends
-
-
-#: How many of the following ops a search for one op may not run past (see `match`).
-LOOKAHEAD = 8
-
-
-def match(ops: list[str], roots: list) -> list:
-    """The profiler event of each recorded op, in order: a pre-order walk that takes the first event
-    of the op's name and skips its subtree (the kernels it called), and walks into events that are
-    not the op (composite ops such as aten::linear, whose parts the dispatcher recorded). An op the
-    profiler records no event for (aten::detach inside an RNN) gets None: its search gives up at the
-    first event named as one of the next ops, so it consumes nothing."""
-    order, ends = _preorder(roots)
-    found: list = [None] * len(ops)
-    pos = 0
-    for i, op in enumerate(ops):
-        ahead = set(ops[i + 1:i + 1 + LOOKAHEAD]) - {op}
-        k = pos
-        while k < len(order):
-            name = order[k].name
-            if name == op:
-                found[i] = order[k]
-                pos = ends[k]
-                break
-            if name in ahead:
-                break
-            k += 1
-    return found
-
-
-def widen(found: list) -> list:
-    """Each matched event replaced by its highest ancestor that holds no other matched event (below
-    the repetition's span): aten::conv2d for its aten::convolution, the autograd node for its one
-    kernel op. The wrapper's own dispatch time then belongs to the op it wraps, and the ops add up to
-    the profiled time; a wrapper of several ops (aten::linear: t and addmm) keeps its own time."""
-    count: dict[int, int] = {}
-    for e in found:
-        p = e.cpu_parent if e is not None else None
-        while p is not None and p.name != SPAN:
-            count[id(p)] = count.get(id(p), 0) + 1
-            p = p.cpu_parent
-    out = []
-    for e in found:
-        while e is not None and e.cpu_parent is not None and e.cpu_parent.name != SPAN \
-                and count.get(id(e.cpu_parent)) == 1:
-            e = e.cpu_parent
-        out.append(e)
-    return out
-
-
-def _event_time(e: Any, gpu: bool) -> float:
-    """Seconds: device (kernel) time on CUDA, CPU time on a CPU."""
-    return (e.device_time_total if gpu else e.cpu_time_total) * 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,22 +81,43 @@ class ProfileResult:
         def recs(kind: str) -> list[dict]:
             return self.rows(kind).drop(columns=["kind"]).to_dict("records")
 
-        return {"model": self.name, "device": self.device, "ceilings": self.ceilings,
+        return {"quality": self.quality, "model": self.name, "device": self.device, "ceilings": self.ceilings,
                 "ceilings_source": self.ceilings_source, "conventions": CONVENTIONS, "totals": self.totals,
                 "op_types": recs("op_type"), "modules": recs("module"), "ops": recs("op")}
 
     def where_the_time_goes(self, top: int = TOP) -> str:
         return where_table(self.rows("op_type"), top)
 
+    @property
+    def quality(self) -> dict:
+        return self.totals.get("quality") or {"ok": None, "reasons": []}
+
     def summary(self) -> str:
         t = self.totals
-        lines = [f"{self.name} on {self.device['name']} ({self.device['type']}), "
-                 f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
-                 f"  op time {_ms(t['time_s'])} (median per op) of {_ms(t['profiled_time_s'])} profiled "
-                 f"({t['op_time_coverage']:.0%}), wall {_ms(t['wall_time_s'])}; roofline-predicted {_ms(t['predicted_time_s'])}: "
-                 f"headroom {t['headroom']:.2f}x if every op ran at its roof",
-                 f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
-                 f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}"]
+        lines = []
+        if self.quality.get("ok") is False:  # first: every time below was taken on a busy machine
+            lines.append("NOT QUIET: " + "; ".join(self.quality["reasons"]) + " - op times may be inflated; "
+                         "profile again on a quiet machine")
+        lines += [f"{self.name} on {self.device['name']} ({self.device['type']}), "
+                  f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
+                  f"  ops matched to the profiler cover {t['op_time_coverage']:.0%} of the profiled time "
+                  f"(median over {t['reps']} repetitions of op time / profiled time; per repetition "
+                  f"{_ms(t['op_time_per_rep_s'])} of {_ms(t['profiled_time_s'])}, wall {_ms(t['wall_time_s'])})"]
+        gone = t["not_placed"]
+        if t["placed_time_s"] > 0 and t["predicted_time_s"] > 0:
+            line = (f"  roofline-predicted {_ms(t['predicted_time_s'])} for the {_ms(t['placed_time_s'])} of placed "
+                    f"ops (sum of per-op medians): headroom {t['headroom']:.2f}x if every op ran at its roof")
+            if t["headroom"] < 1:
+                line += ("; under 1, the ops ran faster than their roofline time: data reused from caches, or "
+                         "ceilings measured low (a --quick or busy run)")
+            lines.append(line)
+        else:
+            lines.append("  no op could be placed on this run's roofline")
+        if gone["ops"]:
+            lines.append(f"  {gone['ops']} ops ({_ms(gone['time_s'])}) not placed, left out of the headroom: "
+                         + " / ".join(gone["why"][:3]))
+        lines.append(f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
+                     f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}")
         if t.get("host_bound"):
             lines.append("  HOST-BOUND: " + host_bound_note(t["enqueue_s"], t["profiled_time_s"]))
         return "\n".join(lines)
@@ -387,10 +141,6 @@ class ProfileResult:
         atomic_write_text(files["json"], dumps({**self.to_json(), "files": {k: str(v) for k, v in files.items()},
                                                 "caption": drawn.caption}, indent=2) + "\n")
         return files
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:.4g} ms" if math.isfinite(s) else "-"
 
 
 def _as_device(device: Any) -> "torch.device":
@@ -450,12 +200,6 @@ def resolve_ceilings(backend: str, device_name: str, ceilings: str | Path | Run 
     return run
 
 
-def _move(inputs: Any, dev: "torch.device") -> tuple:
-    torch = _torch()
-    items = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    return tuple(t.to(dev) if isinstance(t, torch.Tensor) else t for t in items)
-
-
 def _loss(out: Any) -> "torch.Tensor":
     """A scalar to call backward on: the sum of every floating-point output that needs a gradient."""
     from torch.utils._pytree import tree_leaves
@@ -468,6 +212,21 @@ def _loss(out: Any) -> "torch.Tensor":
     return torch.stack(parts).sum()
 
 
+def refuse_compiled(model: Any) -> None:
+    """A torch.compile'd model (or one with a compiled submodule) is refused: FlopCounterMode and the
+    dispatcher hooks see eager ops only, and after one call under them Dynamo stops using the
+    compiled code, so its numbers would be the eager model's under the compiled model's name."""
+    torch = _torch()
+    optimized = getattr(getattr(torch, "_dynamo", None), "eval_frame", None)
+    cls = getattr(optimized, "OptimizedModule", None)
+    for name, m in model.named_modules():
+        if (cls is not None and isinstance(m, cls)) or getattr(m, "_compiled_call_impl", None) is not None:
+            where = f" (submodule {name})" if name else ""
+            raise UsageError(f"model: torch.compile'd{where}; gpuroof profiles eager ops (FlopCounterMode and "
+                             "torch.profiler see the eager dispatcher, and Dynamo drops the compiled code "
+                             "under them): pass the model before torch.compile")
+
+
 def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bool = False,
                   ceilings: str | Path | Run | None = None, force: bool = False, reps: int = REPS,
                   warmup: int = WARMUP, name: str | None = None) -> ProfileResult:
@@ -475,7 +234,9 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     torch.profiler and place every op on the device's measured roofline.
 
     model: an nn.Module (moved to `device`; without `backward` it runs under torch.no_grad());
-    inputs: a tensor or a tuple of positional arguments (moved to `device`);
+    inputs: how to call it (tensors moved to `device`): a tensor, `model(x)`; a tuple or list of
+    positional arguments, `model(*inputs)`; a dict of keyword arguments, `model(**inputs)` (a
+    tokenizer's output: input_ids, attention_mask, ...); or a pair (args, kwargs), `model(*args, **kwargs)`;
     device: auto | cpu | cuda | cuda:N; ceilings: a run directory (default: the newest complete run
     for this device under results/); reps: profiled repetitions, each op's time is their median.
     """
@@ -485,22 +246,27 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
 
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"model: {type(model).__name__} is not a torch.nn.Module")
+    refuse_compiled(model)
     if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
         raise UsageError(f"reps={reps!r}: a positive integer")
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 1:
         raise UsageError(f"warmup={warmup!r}: a positive integer (the first call is never timed)")
+    args, kwargs = split_inputs(inputs)
     dev = _as_device(device)
     backend, device_name, device_desc = device_identity(dev)
     run = resolve_ceilings(backend, device_name, ceilings, force)
     roof = Roofline.from_dict(run.meta["ceilings"])
     gpu = dev.type == "cuda"
     model = model.to(dev)
-    args = _move(inputs, dev)
+    args, kwargs = move_inputs(args, kwargs, dev)
 
-    def step() -> None:
-        out = model(*args)
+    def step(rec: _Recorder | None = None) -> None:
+        out = model(*args, **kwargs)
         if backward:
-            _loss(out).backward()
+            loss = _loss(out)
+            if rec is not None:
+                rec.in_backward = True
+            loss.backward()
 
     def sync() -> None:
         if gpu:
@@ -517,28 +283,31 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
         except Exception as e:  # the model's own failure is bad input: one line, naming the argument
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UsageError(f"inputs: model(*inputs) raised {type(e).__name__}: {first}"[:400]) from None
-        with _Recorder(flop_counter(), dev.type) as rec:
-            step()
+        with _Recorder(flop_counter(), dev.type, model) as rec:
+            step(rec)
             sync()
         records = rec.records
         if not records:
             raise UsageError("model: its forward ran no torch op; nothing to profile")
         counted = rec.counter.get_total_flops()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+        activity = Activity()
         with torch_profile(activities=activities) as prof:
             for _ in range(reps):
                 with record_function(SPAN):
                     step()
                 sync()
+        quality = window_quality(activity.stop(), "the profiled repetitions")
     events = list(prof.events())
     tops = [e for e in events if e.cpu_parent is None]
     spans = sorted((e for e in tops if e.name == SPAN), key=_start)
     names = [r.op for r in records]
+    views = [r.view for r in records]
     times = np.full((len(spans), len(records)), np.nan)
     span_s, op_s = [], []
     for j, span in enumerate(spans):
         roots = _roots(span, tops)
-        for i, e in enumerate(widen(match(names, roots))):
+        for i, e in enumerate(widen(match(names, roots, views))):
             if e is not None:
                 times[j, i] = _event_time(e, gpu)
         op_s.append(sum(_event_time(e, gpu) for e in roots))
@@ -547,201 +316,13 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     label = name or type(model).__name__
     totals = _totals(table, op_s, span_s, np.nansum(times, axis=1).tolist(), counted, backward,
                      str(torch.__version__), gpu)
+    totals["quality"] = quality
     table = pd.concat([table, _aggregate(table, "op", "op_type"), _aggregate(table, "module", "module"),
                        _model_row(table, totals)], ignore_index=True).reindex(columns=COLUMNS)
+    table["quality_ok"] = quality["ok"]  # every row: a filtered table still says the window was busy
+    table["quality_reasons"] = "; ".join(quality["reasons"])
     return ProfileResult(name=label, table=table, totals=totals, device=device_desc,
                          ceilings=run.meta["ceilings"], ceilings_source=str(run.path), meta=run.meta)
-
-
-def _table(records: list[OpRecord], times: np.ndarray, roof: Roofline) -> pd.DataFrame:
-    """One row per op instance, placed with bench's place_case (views: overhead, nothing to place)."""
-    rows = []
-    for i, r in enumerate(records):
-        col = times[:, i]
-        ok = col[np.isfinite(col)]
-        t = float(np.median(ok)) if len(ok) else math.nan
-        spread = float((np.quantile(ok, 0.75) - np.quantile(ok, 0.25)) / t) if len(ok) > 1 and t > 0 else 0.0
-        row: dict[str, Any] = {"kind": "op", "name": f"{r.op} #{i}", "op": r.op, "module": r.module,
-                               "phase": r.phase, "index": i, "count": 1, "dtype": r.dtype, "unit": r.unit,
-                               "input_shapes": r.input_shapes, "flops": r.flops, "bytes": r.bytes,
-                               "time_s": t}
-        notes: list[str] = []
-        if not len(ok) and r.view:
-            row.update(time_s=0.0, intensity=math.nan, predicted_time_s=0.0, bound=OVERHEAD, efficiency=math.nan,
-                       above_roof=False, attainable_flops=math.nan, measured_over_predicted=math.nan)
-            notes.append("a view the profiler records no event for: no time, no data moved")
-        elif not len(ok):
-            notes.append("not found in the profiler's events; not timed, not placed")
-        elif r.view or (r.flops == 0 and r.bytes == 0):
-            row.update(intensity=math.nan, predicted_time_s=0.0, bound=OVERHEAD, efficiency=0.0,
-                       above_roof=False, achieved_flops=0.0, achieved_bandwidth_Bps=0.0,
-                       attainable_flops=math.nan, measured_over_predicted=math.inf)
-            notes.append("a view (no data moved, no FLOPs): its time is dispatch overhead")
-        elif t <= 0:
-            notes.append("the profiler gave it no time (no kernel); not placed")
-        else:
-            placed = place_case(roof, float(r.flops), float(r.bytes), t, r.unit, spread)
-            notes += placed.pop("notes")
-            row.update(placed)
-            if r.flops == 0 and math.isfinite(row["predicted_time_s"]):
-                # achieved / attainable is 0/0 at zero FLOPs; predicted / measured is the same ratio
-                row["efficiency"] = row["predicted_time_s"] / t
-                if row.get("cache_level"):
-                    row["cache_efficiency"] = r.bytes / roof.bandwidth[row["cache_level"]] / t
-                    notes = [n.replace("efficiency nan", f"efficiency {row['cache_efficiency']:.2f}") for n in notes]
-        row["notes"] = "; ".join(notes)
-        rows.append(row)
-    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    total = df["time_s"].sum()
-    df["time_share"] = df["time_s"] / total if total > 0 else math.nan
-    df["lost_time_s"] = df["time_s"] - df["predicted_time_s"]
-    return df
-
-
-def _combine(g: pd.DataFrame) -> dict:
-    """Placement fields of a group of op instances: they run one after another, so the roofline time
-    of the group is the sum of its ops' roofline times."""
-    placed = g[g["predicted_time_s"].notna()]
-    flops, nbytes, t = float(g["flops"].sum()), float(g["bytes"].sum()), float(g["time_s"].sum())
-    pred = float(placed["predicted_time_s"].sum())
-    by_bound = placed.groupby("bound")["predicted_time_s"].sum()
-    units = g.groupby("unit")["time_s"].sum()
-    return {"count": int(len(g)), "dtype": ",".join(dict.fromkeys(g["dtype"].astype(str))),
-            "unit": units.idxmax() if len(units) else None, "flops": flops, "bytes": nbytes,
-            "intensity": flops / nbytes if nbytes else math.nan, "time_s": t,
-            "achieved_flops": flops / t if t > 0 else math.nan,
-            "achieved_bandwidth_Bps": nbytes / t if t > 0 else math.nan,
-            "attainable_flops": flops / pred if pred > 0 else math.nan,
-            "efficiency": pred / t if t > 0 else math.nan, "predicted_time_s": pred,
-            "measured_over_predicted": t / pred if pred > 0 else math.inf, "lost_time_s": t - pred,
-            "bound": by_bound.idxmax() if len(by_bound) and by_bound.max() > 0 else
-            (OVERHEAD if len(placed) else None),
-            "above_roof": bool(placed["above_roof"].fillna(False).astype(bool).any()),
-            "notes": f"{int(len(g) - len(placed))} op(s) not placed" if len(placed) < len(g) else ""}
-
-
-def _aggregate(ops: pd.DataFrame, key: str, kind: str) -> pd.DataFrame:
-    total = ops["time_s"].sum()
-    rows = []
-    for value, g in ops.groupby(key, sort=False):
-        row = {"kind": kind, "name": value, key: value, "phase": ",".join(dict.fromkeys(g["phase"])),
-               **_combine(g)}
-        row["time_share"] = row["time_s"] / total if total > 0 else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("time_s", ascending=False)
-
-
-def _median(xs: list[float]) -> float:
-    return float(statistics.median(xs)) if xs else math.nan
-
-
-def _totals(ops: pd.DataFrame, profiled_s: list[float], wall_s: list[float], matched_s: list[float],
-            counted: int, backward: bool, torch_version: str, gpu: bool = False) -> dict:
-    """Whole-model figures. profiled_time_s: the time the profiler gives the step's top-level events
-    (device time on CUDA); wall_time_s: the step's span on the host clock, whose difference from
-    the op time is Python and framework work between ops. op_time_coverage: per repetition, the
-    time of the matched ops over the profiled time (the median over repetitions), so that a
-    preemption in one repetition counts on both sides. On CUDA the step's host span is its enqueue
-    time: host_bound says whether it reached 90% of the profiled device time (gpuroof.hostbound);
-    on a CPU the host does the work and host_bound is None."""
-    ratios = [m / p for m, p in zip(matched_s, profiled_s) if p > 0]
-    c = _combine(ops)
-    enqueue = _median(wall_s) if gpu else None
-    return {"phase": "forward+backward" if backward else "forward", "ops": c["count"],
-            "ops_placed": int(ops["bound"].notna().sum()), "ops_timed": int(ops["time_s"].notna().sum()),
-            "flops": c["flops"], "flop_counter_total": int(counted), "bytes": c["bytes"],
-            "intensity": c["intensity"], "time_s": c["time_s"], "profiled_time_s": _median(profiled_s), "wall_time_s": _median(wall_s),
-            "op_time_coverage": _median(ratios), "rep_op_time_s": matched_s, "rep_profiled_time_s": profiled_s,
-            "predicted_time_s": c["predicted_time_s"], "headroom": c["measured_over_predicted"],
-            "efficiency": c["efficiency"], "achieved_flops": c["achieved_flops"],
-            "achieved_bandwidth_Bps": c["achieved_bandwidth_Bps"], "attainable_flops": c["attainable_flops"],
-            "bound": c["bound"], "reps": len(profiled_s), "torch": torch_version,
-            "enqueue_s": enqueue, "host_bound": host_bound(enqueue, _median(profiled_s))}
-
-
-def _model_row(ops: pd.DataFrame, totals: dict) -> pd.DataFrame:
-    row = {"kind": "model", "name": "(whole model)", "phase": totals["phase"], **_combine(ops), "time_share": 1.0,
-           "host_bound": totals.get("host_bound")}
-    if totals.get("host_bound"):
-        row["notes"] = "; ".join(filter(None, [row.get("notes"), host_bound_note(
-            totals["enqueue_s"], totals["profiled_time_s"])]))
-    return pd.DataFrame([row])
-
-
-# ---------------------------------------------------------------------------------------------
-# output
-# ---------------------------------------------------------------------------------------------
-
-def _why(r: dict) -> str:
-    if r["bound"] == OVERHEAD:
-        return "views only: dispatch overhead, no data moved"
-    if r["bound"] == "memory":
-        return (f"memory-bound at {r['intensity']:.3g} FLOP/B: {si(r['achieved_bandwidth_Bps'], 'B/s')}, "
-                f"{r['efficiency']:.0%} of its roofline time")
-    if r["bound"] == "compute":
-        return f"compute-bound ({r['unit']}): {si(r['achieved_flops'], 'FLOP/s')}, {r['efficiency']:.0%} of its roof"
-    return r.get("notes") or "not placed"
-
-
-def where_table(types: pd.DataFrame, top: int = TOP) -> str:
-    """Op types by the time they lose against the roofline (measured - predicted), and why."""
-    rows = [("op type", "n", "time", "share", "predicted", "lost", "eff", "why")]
-    for r in types.sort_values("lost_time_s", ascending=False).head(top).to_dict("records"):
-        rows.append((r["name"], r["count"], _ms(r["time_s"]), f"{r['time_share']:.1%}",
-                     _ms(r["predicted_time_s"]), _ms(r["lost_time_s"]),
-                     f"{r['efficiency']:.2f}" if math.isfinite(r["efficiency"]) else "-", _why(r)))
-    return "\n".join(["where the time goes (op types losing the most time against the roofline):",
-                      *text_table(rows)])
-
-
-def module_table(mods: pd.DataFrame, top: int = TOP) -> str:
-    rows = [("module", "ops", "FLOP", "bytes", "time", "share", "eff", "bound")]
-    for r in mods.head(top).to_dict("records"):
-        rows.append((r["name"], r["count"], si(r["flops"], ""), si(r["bytes"], "B"), _ms(r["time_s"]),
-                     f"{r['time_share']:.1%}", f"{r['efficiency']:.2f}" if math.isfinite(r["efficiency"]) else "-",
-                     r["bound"] or "-"))
-    return "\n".join(text_table(rows))
-
-
-def figure(res: ProfileResult) -> Any:
-    """The TPU paper's figure for one model: each op type a point at its total intensity and rate,
-    its area proportional to its share of the time, the whole model a square, on the measured roofs."""
-    from gpuroof.plots import draw_roofline
-
-    types = res.rows("op_type")
-    on_axes = types[(types["flops"] > 0) & (types["time_s"] > 0)]
-    off = types[~types.index.isin(on_axes.index)].sort_values("time_s", ascending=False)
-    t = res.totals
-    pts = [{"x": r["intensity"], "y": r["achieved_flops"], "dtype": r["dtype"].split(",")[0],
-            "kernel": "op type (area: share of time)", "label": f"{r['name'].replace('aten::', '')} "
-            f"{r['time_share']:.0%}", "valid": True, "above": bool(r["above_roof"]),
-            "size": 30 + 900 * r["time_share"]} for r in on_axes.to_dict("records")]
-    model = res.rows("model").iloc[0]
-    pts.append({"x": model["intensity"], "y": model["achieved_flops"], "dtype": str(model["dtype"]).split(",")[0],
-                "kernel": "whole model", "label": "model", "valid": True, "above": False, "size": 140})
-    notes = []
-    if len(off):
-        big = off[off["time_share"] >= 0.005]
-        listed = ", ".join(f"{n.replace('aten::', '')} {s:.0%}" for n, s in zip(big["name"], big["time_share"]))
-        rest = f"{', ' if listed else ''}{len(off) - len(big)} more under 0.5%" if len(off) > len(big) else ""
-        notes.append(textwrap.fill(f"Zero-FLOP op types are not on the log axes ({off['time_share'].sum():.0%} "
-                                   f"of the time): {listed}{rest}.", 140))
-    notes.append(f"{t['phase']}, op time {_ms(t['time_s'])}, roofline-predicted {_ms(t['predicted_time_s'])} "
-                 f"(headroom {t['headroom']:.2f}x).")
-    kernels = pd.DataFrame(pts)
-    drawn = draw_roofline(res.meta, kernels.drop(columns=["size"]), "ops",
-                          title=f"{res.name} on {res.device['name']}: op types on the measured roofline",
-                          notes=notes)
-    for coll in drawn.fig.axes[0].collections:
-        if coll.get_gid() == "kernels":
-            finite = kernels[np.isfinite(kernels["x"]) & np.isfinite(kernels["y"]) & (kernels["x"] > 0)
-                             & (kernels["y"] > 0)]
-            coll.set_sizes(finite["size"].to_numpy(float))
-            coll.set_alpha(0.7)
-    drawn.name = "profile"
-    drawn.caption = (f"{res.name}: each op type at its total FLOPs / bytes and FLOPs / time, area proportional "
-                     f"to its share of the op time; the square is the whole model. " + drawn.caption)
-    return drawn
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,7 +20,7 @@ else:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'gpuroof[torch]')")
 
 from gpuroof import api, cli  # noqa: E402
-from gpuroof.profile import flop_counter  # noqa: E402
+from gpuroof.profile import flop_counter, module_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "experiments" / "profile_models.py"
@@ -234,3 +235,321 @@ def test_backward_of_a_linear_layer_adds_the_weight_gradient_gemm(cpu_run):
     by_phase = ops.groupby("phase")["flops"].sum()
     assert by_phase["forward"] == by_phase["backward"] == 2 * b * n_in * n_out
     assert res.totals["phase"] == "forward+backward" and ops["bound"].notna().all()
+
+
+# ---------------------------------------------------------------------------------------------
+# attention, keyword inputs, backward attribution, compiled models, numbers, the figure, quality
+# ---------------------------------------------------------------------------------------------
+
+class SelfAttention(torch.nn.Module):
+    """One projection to q, k and v, then causal SDPA: the CPU runs it as its flash kernel."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(width, 3 * width, bias=False)
+
+    def forward(self, x):
+        b, s, e = x.shape
+        q, k, v = (t.view(b, s, self.heads, e // self.heads).transpose(1, 2) for t in self.qkv(x).split(e, dim=2))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def test_every_attention_kernel_torch_dispatches_to_has_a_flop_formula():
+    """Flash, efficient, cuDNN, the CPU's flash and the overrideable kernel, forward and backward: a
+    kernel without a formula would be placed at 0 FLOPs. The math variant decomposes into counted bmm."""
+    fc = flop_counter()
+    aten = torch.ops.aten
+    kernels = [n for n in dir(aten) if "scaled_dot_product" in n or n.startswith(("_flash_attention",
+                                                                                  "_efficient_attention"))]
+    composite = {"_scaled_dot_product_attention_math"}  # CompositeImplicit: its bmm ops are counted
+    missing = [n for n in kernels if n not in composite and getattr(aten, n) not in fc.flop_registry]
+    assert "_scaled_dot_product_flash_attention_for_cpu" in kernels and not missing, missing
+
+
+def test_attention_on_the_cpu_counts_its_gemms_forward_and_backward(cpu_run):
+    b, s, e, h = 2, 16, 32, 4
+    res = api.profile(SelfAttention(e, h), torch.randn(b, s, e), device="cpu", ceilings=cpu_run.path, reps=REPS,
+                      backward=True)
+    ops = _ops(res)
+    att = ops[ops["op"].str.contains("attention")].set_index("phase")["flops"]
+    # q @ k^T and p @ v, dense (causal is not discounted, as torch does not): 2 GEMMs of 2*b*s*s*e
+    assert att["forward"] == 4 * b * s * s * e
+    # backward: the scores recomputed and four gradient GEMMs
+    assert att["backward"] == 10 * b * s * s * e
+    proj = 2 * b * s * e * 3 * e  # the input needs no gradient: the backward has the weight's GEMM only
+    assert res.totals["flops"] == 2 * proj + 14 * b * s * s * e
+    assert (ops.loc[ops["op"].str.contains("attention"), "bound"].notna()).all()
+
+
+class Masked(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 4)
+
+    def forward(self, x, *, mask=None):
+        y = self.lin(x)
+        return y if mask is None else y * mask
+
+
+@pytest.mark.parametrize("form", ["dict", "args_kwargs"])
+def test_keyword_inputs_reach_the_model_as_keywords(cpu_run, form):
+    x, mask = torch.randn(3, 8), torch.ones(3, 4)
+    inputs = {"x": x, "mask": mask} if form == "dict" else ((x,), {"mask": mask})
+    res = api.profile(Masked(), inputs, device="cpu", ceilings=cpu_run.path, reps=1)
+    assert "aten::mul" in set(_ops(res)["op"])  # the mask was applied: it arrived as mask=
+    assert res.totals["flops"] == 2 * 3 * 8 * 4
+
+
+def test_positional_inputs_as_a_tuple_or_a_tensor(cpu_run):
+    lin = torch.nn.Bilinear(4, 5, 3)
+    res = api.profile(lin, (torch.randn(2, 4), torch.randn(2, 5)), device="cpu", ceilings=cpu_run.path, reps=1)
+    assert res.totals["ops"] > 0
+    with pytest.raises(ValueError, match="^inputs: None"):
+        api.profile(Masked(), None, device="cpu", ceilings=cpu_run.path)
+
+
+def test_backward_ops_land_on_the_module_whose_forward_made_them(cpu_run):
+    """Each Linear's backward (weight gradient, and input gradient past the first) on that Linear;
+    an identity Dropout after it takes none; every op that moves data is timed."""
+    b, widths = 8, [16, 32, 24, 8]
+    layers = []
+    for n_in, n_out in zip(widths, widths[1:]):
+        layers += [torch.nn.Linear(n_in, n_out, bias=False), torch.nn.ReLU(), torch.nn.Dropout(0.0)]
+    model = torch.nn.Sequential(*layers).eval()
+    res = api.profile(model, torch.randn(b, widths[0]), device="cpu", ceilings=cpu_run.path, reps=REPS,
+                      backward=True)
+    ops = _ops(res)
+    bw = ops[ops["phase"] == "backward"].groupby("module")["flops"].sum()
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        gemm = 2 * b * n_in * n_out
+        assert bw[f"Sequential.{3 * i}"] == (gemm if i == 0 else 2 * gemm)
+        assert bw.get(f"Sequential.{3 * i + 2}", 0) == 0
+    moving = ops[(ops["bytes"] > 0)]
+    assert moving["time_s"].notna().all(), moving[moving["time_s"].isna()][["op", "phase"]]
+    assert res.totals["op_time_coverage"] >= 0.9
+
+
+def test_a_compiled_model_is_refused_in_one_line(cpu_run, tmp_path, capsys):
+    with pytest.raises(ValueError, match="^model: torch.compile'd"):
+        api.profile(torch.compile(torch.nn.Linear(4, 4)), torch.randn(2, 4), device="cpu", ceilings=cpu_run.path)
+    inner = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    inner[0].compile()
+    with pytest.raises(ValueError, match=r"^model: torch.compile'd \(submodule 0\)"):
+        api.profile(inner, torch.randn(2, 4), device="cpu", ceilings=cpu_run.path)
+    f = tmp_path / "compiled.py"
+    f.write_text("import torch\ndef m(batch=1):\n    return torch.compile(torch.nn.Linear(4, 4)), torch.randn(batch, 4)\n")
+    rc = cli.main(["profile", "--model", f"{f}:m", "--ceilings", str(cpu_run.path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "torch.compile" in err[0]
+
+
+def test_matching_pairs_in_place_and_out_of_place_twins_and_views_do_not_stop_a_search():
+    """The engine sums two gradients in place (add_) where the recording saw add; a detach_ the
+    recording never saw must not make the next ops give up."""
+    from gpuroof.profile import match
+
+    roots = [_event("aten::lift_fresh", 1), _event("aten::detach_", 2), _event("aten::lift_fresh", 3),
+             _event("aten::cat", 4), _event("autograd::engine::evaluate_function: MulBackward0", 5,
+                                            [_event("aten::mul", 6), _event("aten::add_", 7)]), _event("aten::mm", 8)]
+    ops = ["aten::lift_fresh", "aten::lift_fresh", "aten::cat", "aten::mul", "aten::add", "aten::detach",
+           "aten::mm"]
+    views = [True, True, False, False, False, True, False]
+    found = match(ops, roots, views)
+    assert [f and f.time_range.start for f in found] == [1, 3, 4, 6, 7, None, 8]
+
+
+def test_bf16_gemms_without_a_ceiling_are_not_placed_and_left_out_of_the_headroom(cpu_run):
+    if "bfloat16-matrix" in cpu_run.meta["ceilings"]["compute"] or "bfloat16" in cpu_run.meta["ceilings"]["compute"]:
+        pytest.skip("this run has a bfloat16 ceiling")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64)).to(torch.bfloat16)
+    res = api.profile(model, torch.randn(4, 64, dtype=torch.bfloat16), device="cpu", ceilings=cpu_run.path, reps=1)
+    mods = res.rows("module").set_index("name")
+    lin = mods.loc["Sequential.0"]
+    assert lin["bound"] is None or pd.isna(lin["bound"])  # not "overhead" for its view
+    assert pd.isna(lin["efficiency"])
+    t = res.totals
+    assert t["not_placed"]["ops"] >= 2 and t["not_placed"]["time_s"] > 0
+    placed = _ops(res)[_ops(res)["predicted_time_s"].notna()]
+    assert t["headroom"] == pytest.approx(placed["time_s"].sum() / placed["predicted_time_s"].sum())
+    assert "not placed, left out of the headroom" in res.summary()
+    assert "not placed" in module_table(res.rows("module"))
+
+
+def test_a_gemm_above_its_compute_roof_blames_the_ceiling_not_the_count(cpu_run):
+    from gpuroof.profiling.recording import OpRecord
+    from gpuroof.profiling.tables import _table
+    from gpuroof.roofline import Roofline
+
+    roof = Roofline.from_dict(cpu_run.meta["ceilings"])
+    n = 512
+    flops = 2 * n ** 3
+    fast = flops / roof.compute["float32-matrix"] / 3  # three times faster than the measured ceiling allows
+    recs = [OpRecord(op=op, module="m", phase="forward", flops=flops, bytes=3 * n * n * 4, dtype="float32",
+                     unit="float32-matrix", view=False, input_shapes="") for op in
+            ("aten::mm", "aten::_scaled_dot_product_flash_attention_for_cpu")]
+    table = _table(recs, np.array([[fast, fast]]), roof)
+    assert table["above_roof"].all()
+    assert "counting error" not in table["notes"].iloc[0] and "ceiling may be low" in table["notes"].iloc[0]
+    assert "counted dense" in table["notes"].iloc[1]
+
+
+def test_an_op_type_is_above_its_roof_only_when_the_group_is(cpu_run):
+    from gpuroof.profiling.tables import _combine
+
+    rows = pd.DataFrame({"flops": [100.0, 100.0], "bytes": [10.0, 10.0], "time_s": [1.0, 3.0],
+                         "predicted_time_s": [2.0, 1.0], "bound": ["compute", "compute"],
+                         "above_roof": [True, False], "unit": ["float32-matrix"] * 2,
+                         "roof_unit": ["float32-matrix"] * 2, "dtype": ["float32"] * 2, "notes": ["", ""]})
+    c = _combine(rows)
+    assert c["above_roof"] is False and "1 of 2 instance(s) above their roof" in c["notes"]
+    assert _combine(rows.assign(time_s=[1.0, 0.5]))["above_roof"] is True
+
+
+def test_summary_coverage_line_and_a_headroom_under_one(cpu_run, examples):
+    from gpuroof.profiling.tables import _ms
+
+    model, x = examples.mlp(batch=2)
+    res = api.profile(model, x, device="cpu", ceilings=cpu_run.path, reps=REPS)
+    t = res.totals
+    text = res.summary()
+    assert f"per repetition {_ms(t['op_time_per_rep_s'])} of {_ms(t['profiled_time_s'])}" in text
+    assert f"cover {t['op_time_coverage']:.0%}" in text
+    assert t["op_time_per_rep_s"] == pytest.approx(float(np.median(t["rep_op_time_s"])))
+    assert "under 1" not in text or t["headroom"] < 1
+    res.totals["headroom"] = 0.5
+    assert "under 1, the ops ran faster than their roofline time" in res.summary()
+
+
+class FakeActivity:
+    """Stands in for quality.Activity: what the machine did during the window, chosen by the test."""
+
+    share = 0.0
+
+    def stop(self):
+        return {"wall_s": 1.0, "logical_cpus": 2, "other_processes_cpu_s": 2 * self.share,
+                "other_processes_share": self.share, "steal_share": 0.0,
+                "busiest_other_processes": [{"pid": 1, "name": "hog", "cpu_s": 2 * self.share}]}
+
+
+@pytest.mark.parametrize("share", [0.0, 0.6])
+def test_a_busy_window_is_said_first_and_carried_in_the_files(cpu_run, tmp_path, monkeypatch, share):
+    import gpuroof.profile as prof
+
+    monkeypatch.setattr(FakeActivity, "share", share)
+    monkeypatch.setattr(prof, "Activity", FakeActivity)
+    res = api.profile(torch.nn.Linear(8, 8), torch.randn(2, 8), device="cpu", ceilings=cpu_run.path, reps=1)
+    busy = share > 0
+    assert res.quality["ok"] is (not busy)
+    first = res.summary().splitlines()[0]
+    assert first.startswith("NOT QUIET: busy: other processes used 60%") is busy and ("hog" in first) is busy
+    files = res.write(tmp_path)
+    doc = json.loads(files["json"].read_text())
+    assert list(doc)[0] == "quality" and doc["quality"]["ok"] is (not busy)
+    table = pd.read_csv(files["csv"])
+    assert (table["quality_ok"].astype(str) == str(not busy)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure
+# ---------------------------------------------------------------------------------------------
+
+class Tokens(torch.nn.Module):
+    """Token ids in (int64 first), floats out: the model's dtype reads "int64,float32"."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(100, 32)
+        self.lin = torch.nn.Linear(32, 32)
+
+    def forward(self, ids):
+        return self.lin(self.emb(ids + 1))
+
+
+@pytest.fixture(scope="module")
+def token_profile(cpu_run):
+    return api.profile(Tokens(), torch.randint(0, 98, (4, 16)), device="cpu", ceilings=cpu_run.path, reps=2)
+
+
+def _scatter(drawn, kind):
+    return [c for c in drawn.fig.axes[0].collections if c.get_gid() == f"kernels:{kind}"]
+
+
+def test_an_integer_first_model_writes_its_files_and_its_square_is_placed(token_profile, tmp_path):
+    from gpuroof.plots.roofline import UNBOUND_COLOUR, roof_colour
+    from gpuroof.profiling.figure import figure
+
+    model = token_profile.rows("model").iloc[0]
+    assert str(model["dtype"]).startswith("int64")
+    files = token_profile.write(tmp_path)  # pandas 3 made the missing roof NaN, and the figure failed
+    assert files["png"].stat().st_size > 20_000
+    (square,) = _scatter(figure(token_profile), "whole model")
+    colour = square.get_facecolors()[0]
+    from matplotlib.colors import to_rgba
+
+    assert to_rgba(colour) != to_rgba(UNBOUND_COLOUR)
+    expected = model["level"] if model["bound"] == "memory" else model["roof_unit"]
+    assert to_rgba(colour) == pytest.approx(to_rgba(roof_colour(expected)))
+
+
+def test_figure_points_have_the_area_of_their_share_and_the_colour_of_their_roof(cpu_run, examples):
+    from matplotlib.colors import to_rgba
+
+    from gpuroof.plots.roofline import roof_colour
+    from gpuroof.profiling.figure import area, figure
+
+    model, x = examples.cnn(batch=2)
+    res = api.profile(model, x, device="cpu", ceilings=cpu_run.path, reps=1)
+    types = res.rows("op_type")
+    shown = types[(types["flops"] > 0) & (types["time_s"] > 0)]
+    (coll,) = _scatter(figure(res), "op type (area: share of time)")
+    assert list(coll.get_sizes()) == pytest.approx([area(s) for s in shown["time_share"]])
+    assert len(set(coll.get_sizes())) == len(shown) or len(shown) == 1
+    for r, face in zip(shown.to_dict("records"), coll.get_facecolors()):
+        roof = r["level"] if r["bound"] == "memory" else r["roof_unit"]
+        assert to_rgba(face) == pytest.approx(to_rgba(roof_colour(roof)))
+    conv = shown.set_index("name").loc["aten::convolution"]
+    assert conv["bound"] != "compute" or conv["roof_unit"].endswith("-matrix")  # not the vector roof's colour
+
+
+def test_the_legend_and_the_footnote_do_not_overlap(token_profile):
+    from gpuroof.profiling.figure import figure
+
+    drawn = figure(token_profile)
+    fig = drawn.fig
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    (foot,) = [t for t in fig.texts if t.get_gid() == "footnote"]
+    assert foot.get_text()
+    leg_box, foot_box = legend.get_window_extent(renderer), foot.get_window_extent(renderer)
+    assert not leg_box.overlaps(foot_box) and foot_box.y1 <= leg_box.y0
+    assert foot_box.x1 <= fig.bbox.x1 and foot_box.y0 >= 0
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_torch_transformer_fast_paths_count_projections_attention_and_feed_forward(cpu_run, padded):
+    """nn.TransformerEncoder in inference runs one fused op per layer (on a nested tensor when a
+    padding mask lets it drop the padding): counted per sequence at its own length."""
+    b, s, e, f, heads = 2, 8, 32, 64, 4
+    layer = torch.nn.TransformerEncoderLayer(e, heads, f, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=padded).eval()
+    mask = torch.zeros(b, s, dtype=torch.bool)
+    lengths = [s, s]
+    if padded:
+        mask[1, s // 2:] = True
+        lengths = [s, s // 2]
+    res = api.profile(model, ((torch.randn(b, s, e),), {"src_key_padding_mask": mask}), device="cpu",
+                      ceilings=cpu_run.path, reps=1)
+    fused = _ops(res)[_ops(res)["op"] == "aten::_transformer_encoder_layer_fwd"]
+    assert len(fused) == 1
+    n = sum(lengths)
+    expected = 8 * e * e * n + 4 * e * sum(x * x for x in lengths) + 4 * e * f * n
+    assert fused["flops"].iloc[0] == expected == res.totals["flops"]
+
+
+def test_multihead_attention_fast_path_counts_its_gemms(cpu_run):
+    b, s, e = 2, 8, 32
+    mha = torch.nn.MultiheadAttention(e, 4, batch_first=True).eval()
+    x = torch.randn(b, s, e)
+    res = api.profile(mha, (x, x, x), device="cpu", ceilings=cpu_run.path, reps=1)
+    assert res.totals["flops"] == 8 * e * e * b * s + 4 * b * s * s * e

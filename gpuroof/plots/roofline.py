@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -119,7 +120,7 @@ def bounding_roof(row: Any, ceilings: dict) -> str | None:
 
 
 def roof_colour(roof: str | None) -> str:
-    if roof is None:
+    if not isinstance(roof, str):  # None, or the NaN pandas makes of it
         return UNBOUND_COLOUR
     return unit_colour(roof) if roof not in ("dram", "l1", "l2", "l3", "llc", "shared") else level_colour(roof)
 
@@ -234,7 +235,8 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     only where the measured one falls well short of it.
 
     `kernels` has columns x (FLOP/byte), y (FLOP/s), dtype, kernel, label (text or None), valid, above,
-    and optionally bound / roof_unit / level (which roof bounds the point) and lost_s, efficiency.
+    and optionally bound / roof_unit / level (which roof bounds the point), lost_s, efficiency and size
+    (a marker area per point, points²) and marker (a matplotlib marker per kind).
     """
     import matplotlib as mpl
     from matplotlib.lines import Line2D
@@ -292,11 +294,14 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
             m.set_gid(f"ridge:{unit}")
 
         kinds = list(dict.fromkeys(k["kernel"]))
-        markers = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(kinds)}
+        given = dict(zip(k["kernel"], k["marker"])) if "marker" in k else {}  # a marker per kind, when given
+        markers = {n: given[n] if isinstance(given.get(n), str) else MARKERS[i % len(MARKERS)]
+                   for i, n in enumerate(kinds)}
         size = 52 if kernel_kind == "workloads" else 30
         for name in kinds:
             sel = k[k["kernel"] == name]
-            coll = ax.scatter(sel["x"], sel["y"], c=list(sel["colour"]), marker=markers[name], s=size,
+            sizes = sel["size"].to_numpy(float) if "size" in sel else size  # an area per point, when given
+            coll = ax.scatter(sel["x"], sel["y"], c=list(sel["colour"]), marker=markers[name], s=sizes,
                               edgecolors="white", linewidths=0.6, zorder=4)
             coll.set_gid(f"kernels:{name}")
         bad = k[~k["valid"]]
@@ -315,7 +320,7 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
         # the legend under the plot: what the markers are, what the colours are; roofs are labelled on the plot
         handles = [Line2D([], [], ls="none", marker=markers[n], mfc="#555555", mec="white", ms=7, label=n)
                    for n in kinds]
-        for roof in dict.fromkeys(k["roof"]):
+        for roof in dict.fromkeys(r if isinstance(r, str) else None for r in k["roof"]):
             what = "not placed" if roof is None else \
                 f"bound by {roof.upper() if roof in meas_bw else unit_name(roof)}"
             handles.append(Line2D([], [], ls="none", marker="s", mfc=roof_colour(roof), mec="none", ms=7, label=what))
@@ -331,12 +336,20 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
             handles.append(Line2D([], [], color="#555555", lw=1.0, ls=(0, (4, 3)), label="theoretical"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="#333333", mew=1.3,
                               label=f"ridge vs {ref.upper()}"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False,
                    title=f"{kernel_kind}: marker = {'workload' if kernel_kind == 'workloads' else 'kind'}, "
                          "colour = the roof that bounds it", title_fontsize=8.5)
-        if notes:
-            fig.supxlabel(" ".join(notes), fontsize=7.5, color="#444444", x=0.01, ha="left", wrap=True)
+        if notes:  # a band of its own under everything the layout places (the legend among it)
+            text = footnote(notes, fig.get_figwidth())
+            band = (text.count("\n") + 1) * 7.5 * 1.35 / 72 + 0.12  # inches
+            fig.set_figheight(fig.get_figheight() + band)
+            fig.get_layout_engine().set(rect=(0, band / fig.get_figheight(), 1, 1 - band / fig.get_figheight()))
+            fig.text(0.01, 0.06 / fig.get_figheight(), text, fontsize=7.5, color="#444444", ha="left",
+                     va="bottom", gid="footnote")
         _freeze_layout(fig)
+        if notes:  # the layout kept room for the legend above the band, but anchors it to the figure
+            lo = band / fig.get_figheight()
+            legend.set_bbox_to_anchor((0, lo, 1, 1 - lo), transform=fig.transFigure)
 
         placer = LabelPlacer(ax)
         placer.add_points(k[["x", "y"]].to_numpy(float), 5.0)
@@ -379,6 +392,12 @@ def roofline_axes(fig: Any, x_lo: float, x_hi: float, y_lo: float, y_hi: float) 
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("performance (FLOP/s)")
     return ax
+
+
+def footnote(notes: Iterable[str], width_in: float, fontsize: float = 7.5) -> str:
+    """The notes under a figure as lines that fit its width (about half an em per character)."""
+    chars = max(40, int(width_in * 72 / (0.52 * fontsize)))
+    return "\n".join(textwrap.fill(n, chars) for n in notes)
 
 
 def _share(value: float, theoretical: float | None) -> str:
