@@ -332,9 +332,11 @@ class CpuBackend(Backend):
         if dtype not in self.dtypes():
             raise UsageError(f"dtype {dtype}: the cpu backend supports {', '.join(self.dtypes())}")
         granule = self.granule(dtype)
-        n = (nbytes // ITEMSIZE[dtype]) // granule * granule
-        if n == 0:
-            raise UsageError(f"--buffer-size {nbytes} bytes: too small (at least {granule * ITEMSIZE[dtype]} bytes)")
+        if nbytes <= 0:
+            raise UsageError(f"--buffer-size {nbytes} bytes: must be positive")
+        # rounded up to whole granules: a buffer asked for at 8x the last-level cache stays at least
+        # that, so its points count as DRAM points (rounded down they fell just short)
+        n = -(-nbytes // ITEMSIZE[dtype] // granule) * granule
         need = 2 * n * ITEMSIZE[dtype]
         if need > 0.8 * self.free_memory_bytes():
             raise UsageError(f"--buffer-size {nbytes} bytes: needs {need / 2**30:.1f} GiB (input and output), "
