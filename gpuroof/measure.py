@@ -26,7 +26,8 @@ from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_lev
 from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline
 from gpuroof.quality import ABOVE_THEORETICAL, Activity, assess, platform_state
-from gpuroof.sweep import CEILING_STATISTIC, CONVENTIONS, SweepSettings, extract_ceilings, run_sweep, summarize
+from gpuroof.sweep import (CEILING_STATISTIC, CONVENTIONS, RETIME_DEVIATION, RETIME_MAX, SweepSettings,
+                           extract_ceilings, fit_deviations, retime_strays, run_sweep, summarize)
 from gpuroof.telemetry import Sampler
 from gpuroof.tune import Tuner
 
@@ -172,7 +173,8 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
                         f"{p['dtype']} {p['variant']} I={p['intensity']:.3g} {p['gflops']:.4g} GFLOP/s "
                         f"{p['gbps']:.4g} GB/s" + (f" {p['clock_mhz']:.0f} MHz" if p["clock_mhz"] else "")
                         + (" busy" if p["disturbed"] else "")), tuner=tuner)
-                tables["points"] = result.samples
+                tables["points"], meta["retimed_points"] = retime(backend, settings, sampler, result.samples,
+                                                                  DRAM_FACTOR * backend.cache_bytes(), tuner)
                 sweep_levels = [lv for lv in cache_levels if lv.name in wanted and lv.name != "shared"]
                 if any(lv.name != "dram" for lv in sweep_levels):
                     reps = dict(budget_s=0.05, min_reps=3, max_reps=10) if quick else \
@@ -360,3 +362,22 @@ def settle_clock(backend: Backend, core_clock: dict | None, compute: dict[str, f
     return {**core_clock, "measured_mhz": None, "rejected_mhz": rejected,
             "reason": f"clock not measured: the readings ({', '.join(f'{r:.0f}' for r in rejected)} MHz) are "
                       f"under what the FMA plateau needs ({bound / ABOVE_THEORETICAL:.0f} MHz)"}
+
+
+def retime(backend: Backend, settings: SweepSettings, sampler: Sampler, samples: pd.DataFrame,
+           dram_min: int, tuner: Tuner) -> tuple[pd.DataFrame, list[dict]]:
+    """The sweep's points that fall more than RETIME_DEVIATION under min(P, B·I) of the sweep's own
+    ceilings, timed once more (the worst RETIME_MAX first; sweep.retime_strays keeps the faster
+    window). Returns the samples and what was timed again, for run.json."""
+    try:
+        points = summarize(samples)
+        cei = extract_ceilings(points, dram_min, samples)
+    except ValueError:  # no DRAM point or no valid one: nothing to fit against
+        return samples, []
+    devs, _, _ = fit_deviations(points[points["valid"]], cei.roofline, dram_min)
+    strays = sorted((d for d in devs if d["deviation"] < -RETIME_DEVIATION), key=lambda d: d["deviation"])
+    keys = [(d["dtype"], d["variant"], d["fmas_per_element"]) for d in strays[:RETIME_MAX]]
+    if not keys:
+        return samples, []
+    sampler.phase("sweep: strays timed again")
+    return retime_strays(backend, settings, sampler, samples, keys, tuner)
