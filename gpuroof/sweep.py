@@ -359,13 +359,18 @@ FIT_COMPUTE_MARGIN = 4.0
 
 
 def streaming_bandwidth(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int) -> dict:
-    """(dtype, variant) -> the DRAM bandwidth its own streaming loop (0 FMAs) reached, at most the
-    roof's: the B of that loop's points in the fit."""
+    """(dtype, variant) -> the DRAM bandwidth that loop reached (the best median of its DRAM-sized
+    memory-bound points: intensity under a quarter of the ridge), at most the roof's: the B of
+    that loop's points in the fit."""
     dram = roof.bandwidth["dram"]
     out = {}
-    zero = points[(points["fmas_per_element"] == 0) & (points["working_set_bytes"] >= dram_min_working_set)]
-    for r in zero.itertuples():
-        out[(r.dtype, r.variant)] = min(dram, float(r.bandwidth_Bps))
+    big = points[points["working_set_bytes"] >= dram_min_working_set]
+    for (dtype, variant), df in big.groupby(["dtype", "variant"], sort=False):
+        if dtype not in roof.compute:
+            continue
+        mem = df[df["intensity_flop_per_byte"] < roof.ridge(dtype) / 4]
+        if len(mem):
+            out[(dtype, variant)] = min(dram, float(mem["bandwidth_Bps"].max()))
     return out
 
 
@@ -405,8 +410,8 @@ def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int 
     out-of-order window overlaps is the core's, not an error of the sweep. The deviation is from
     the nearer edge of that band (0 inside it).
 
-    B is each point's own streaming loop's DRAM bandwidth (its dtype and variant at 0 FMAs), at
-    most the roof's: the roof is the best any loop reached (a copy with non-temporal stores moves
+    B is each point's own loop's DRAM bandwidth (its dtype and variant, memory-bound), at most the
+    roof's: the roof is the best any loop reached (a copy with non-temporal stores moves
     more than a read-only stream on many machines), and a read-only point can only be asked to
     keep its own loop's bandwidth while it adds FMAs. The deviation from the single roof is kept
     beside it (`max_abs_deviation_single_roof`).
@@ -429,5 +434,5 @@ def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int 
             "excluded_cache_resident": excluded,
             "deviation": "per point, the achieved rate against the band between min(P, B*I) (FMAs and loads "
                          "overlapped) and 1 / (1/P + 1/(B*I)) (not overlapped): rate / nearer edge - 1, 0 inside; "
-                         "B: the DRAM bandwidth of the point's own streaming loop (its dtype and variant at 0 "
-                         "FMAs), at most the roof's"}
+                         "B: the DRAM bandwidth of the point's own loop (its dtype and variant, the best of its "
+                         "memory-bound points), at most the roof's"}
