@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--ceilings", default=None, help="run directory (default: newest for this device)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--backward", action="store_true", help="also profile GPT-2's forward and backward")
+    p.add_argument("--out", default=None, help="folder of the outputs (default: results/<device>/profile; "
+                                              "the ceilings' run directory/profile keeps them with their run)")
     args = p.parse_args()
     models = _models()
     cases = [("gpt2-prefill", lambda: models.gpt2_prefill(1, seq=PROMPT), gpt2_flops(1, PROMPT, PROMPT), False),
@@ -75,7 +77,7 @@ def main() -> None:
         res = api.profile(model, inputs, device=args.device, ceilings=args.ceilings, reps=args.reps, name=name,
                           backward=backward)
         results[name] = res
-        out = Path("results") / slug(res.device["name"]) / "profile" / name
+        out = (Path(args.out) if args.out else Path("results") / slug(res.device["name"]) / "profile") / name
         res.write(out)
         t = res.totals
         att = res.ops[res.ops["op"].str.contains("attention")]
@@ -86,7 +88,7 @@ def main() -> None:
                      "quality_ok": res.quality["ok"], "dir": str(out)})
         print(res.summary())
         print(f"  FLOPs / closed form: {t['flops'] / analytic:.4f}\n")
-    base = Path("results") / slug(results["gpt2-prefill"].device["name"]) / "profile"
+    base = Path(args.out) if args.out else Path("results") / slug(results["gpt2-prefill"].device["name"]) / "profile"
     table = pd.DataFrame(rows)
     atomic_write_csv(base / "decoder.csv", table)
     pair = [results["gpt2-prefill"], results["gpt2-decode"]]
