@@ -158,7 +158,8 @@ def test_profile_totals_flag_a_cuda_step_whose_host_span_reaches_its_device_time
     from gpuroof.profile import _model_row, _totals
 
     ops = pd.DataFrame({"flops": [1e9], "bytes": [1e6], "time_s": [1e-3], "predicted_time_s": [5e-4],
-                        "bound": ["compute"], "unit": ["float32"], "dtype": ["float32"], "above_roof": [False]})
+                        "bound": ["compute"], "unit": ["float32"], "roof_unit": ["float32"], "dtype": ["float32"],
+                        "above_roof": [False], "notes": [""]})
     cuda = _totals(ops, [1e-3], [1.2e-3], [1e-3], 10 ** 9, False, "2.13", gpu=True)
     assert cuda["host_bound"] is True and cuda["enqueue_s"] == pytest.approx(1.2e-3)
     assert "host-bound" in _model_row(ops, cuda)["notes"].iloc[0]
