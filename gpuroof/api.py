@@ -28,7 +28,7 @@ from gpuroof.backends.base import Backend
 from gpuroof.bench import NOISE_FLOOR, newest_run, place_case, same_device
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.hostbound import note as host_bound_note, window_figures
-from gpuroof.output import results_root
+from gpuroof.results import results_root
 from gpuroof.quality import BUSY_RETRIES, quiet_window
 from gpuroof.results import Run, load_run, slug
 from gpuroof.roofline import Roofline

@@ -11,7 +11,8 @@ from typing import Callable
 
 from gpuroof import __version__
 from gpuroof.errors import MeasurementError, UsageError
-from gpuroof.output import RESULTS_ENV, emit_json, emitted, json_mode, results_dir
+from gpuroof.output import emit_json, emitted, json_mode
+from gpuroof.results import RESULTS_ENV, results_dir
 from gpuroof.units import parse_bytes, si, text_table
 
 
@@ -96,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     r.set_defaults(func=cmd_run)
 
-    for module in ("bench", "plots", "report", "compare", "check", "merge", "profile"):
-        import_module(f"gpuroof.{module}").register(sub, common)
+    for module in ("bench", "plot", "report", "compare", "check", "merge", "profile"):
+        import_module(f"gpuroof.commands.{module}").register(sub, common)
 
     show = sub.add_parser("show", parents=[common], help="print the summary of a run directory")
     show.add_argument("run_dir", help="a run directory (or its run.json)")

@@ -9,7 +9,6 @@ per run. Compare only reads run directories; it never measures.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -212,6 +211,7 @@ class Comparison:
     threshold: float
     ceilings: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, column), union
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # per device model and ceiling
+    min_group: int = MIN_GROUP  # runs a device model needs before one of them can be flagged
 
     def wide(self) -> pd.DataFrame:
         """`runs` with one time/efficiency/speedup column per workload case (for CSV)."""
@@ -661,69 +661,3 @@ def write_plot(c: Comparison, path: str | Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def _pct(text: str) -> float:
-    try:
-        v = float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a percentage, e.g. 10") from None
-    if not 0 <= v < 100:
-        raise argparse.ArgumentTypeError(f"{text!r}: a percentage in [0, 100)")
-    return v / 100
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Declare `gpuroof compare` on the CLI's subparsers."""
-    p = sub.add_parser("compare", parents=[common],
-                       help="runs side by side: ceilings, ridges, clocks, workloads, speedups; flags sick nodes")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories (a directory that is not a run stands for every run below it)")
-    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
-                   help="the run speedups are relative to (default: the first)")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="table (default), markdown, csv or json (json is --json)")
-    p.add_argument("--json", action="store_true", help="stdout: one JSON document (as --format json)")
-    p.add_argument("--wide", action="store_true",
-                   help="table: one row per run with every ceiling a column (default: ceilings as rows, runs as "
-                        f"columns, fitting {TERMINAL_WIDTH} columns)")
-    p.add_argument("--plot", default=None, metavar="FILE",
-                   help="FILE.png, .svg or .pdf: the rooflines of every device model; beside it FILE-ceilings.png "
-                        "(.svg, .pdf): one panel per ceiling, every run a point")
-    p.add_argument("--threshold", type=_pct, default=SICK_THRESHOLD, metavar="PCT",
-                   help="flag a ceiling this many percent below the median of all runs of the same "
-                        f"device model, given 3 or more (default {SICK_THRESHOLD * 100:g})")
-    p.set_defaults(func=cmd_compare)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    if args.plot:
-        plot_format(args.plot)
-        for target in plot_paths(args.plot):
-            check_out_file(target, "--plot")
-    warn = lambda m: print(f"gpuroof: {m}", file=sys.stderr)  # noqa: E731
-    paths = list(args.run_dirs)
-    base_idx = 0
-    if args.baseline:
-        base = load_runs([args.baseline])
-        if len(base) != 1:
-            raise UsageError(f"--baseline {args.baseline}: holds {len(base)} runs; name one run directory")
-        runs = load_runs(paths, warn)
-        resolved = [r.path.resolve() for r in runs]
-        if base[0].path.resolve() in resolved:
-            base_idx = resolved.index(base[0].path.resolve())
-        else:
-            runs = base + runs
-    else:
-        runs = load_runs(paths, warn)
-    c = compare(runs, base_idx, args.threshold)
-    if args.json or args.format == "json":  # --format json: the older spelling of --json
-        from gpuroof.output import emit_json
-
-        emit_json(json.loads(render(c, "json")))
-    else:
-        print(render(c, args.format, wide=args.wide))
-    if args.plot:
-        for path in write_plot(c, args.plot):
-            print(f"figure: {path}", file=sys.stderr)
-    return 0

@@ -83,7 +83,7 @@ def visible_devices(parent: str | None, count: int) -> list[str]:
 
 def default_root(now: str | None = None, host: str | None = None) -> Path:
     """results/<host>-<UTC time>-all/: the per-GPU run directories of one --device all."""
-    from gpuroof.output import results_root
+    from gpuroof.results import results_root
 
     return results_root() / f"{slug(host or socket.gethostname())}-{now or utc_stamp()}-all"
 

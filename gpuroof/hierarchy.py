@@ -16,15 +16,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from gpuroof.backends.base import ITEMSIZE
+from gpuroof.backends.base import ITEMSIZE, LEVELS, Level  # noqa: F401 - Level: the levels' type, used by callers
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
 from gpuroof.quality import BUSY_RETRIES, quiet_window
 from gpuroof.sweep import WINDOW_COLUMNS, check, counts, plateau_statistic, undisturbed
-
-#: Every level name gpuroof knows, smallest first. A device has a subset (CPU: l1, l2, l3, dram;
-#: GPU: shared, l1, l2, dram); `shared` comes from its own kernel, not from the working-set sweep.
-LEVELS = ("shared", "l1", "l2", "l3", "dram")
 
 #: A point is on a level's plateau when its working set is ≤ INSIDE × the level's capacity and
 #: ≥ OUTSIDE × the capacity of the level below (away from both transitions).
@@ -32,13 +28,6 @@ INSIDE = 0.5
 OUTSIDE = 2.0
 
 DTYPE = "float32"  # the working-set sweep streams float32; bandwidth does not depend on the type
-
-
-@dataclass(frozen=True)
-class Level:
-    name: str
-    capacity_bytes: int | None  # what the working set can occupy at this level (all cores / SMs)
-    note: str = ""
 
 
 def parse_levels(text: str | None, have: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,43 +1,15 @@
 """One output contract for every command: with --json, stdout carries exactly one JSON document and
-everything else (tables, progress, notes) goes to stderr; where results live is one rule."""
+everything else (tables, progress, notes) goes to stderr."""
 from __future__ import annotations
 
 import io
-import os
 import sys
 from contextlib import contextmanager, redirect_stdout
-from pathlib import Path
 from typing import Any, Iterator
 
 from gpuroof.results import dumps
 
-#: Where run directories go when no --out is given: --results-dir, else this variable, else ./results.
-RESULTS_ENV = "GPUROOF_RESULTS"
-DEFAULT_RESULTS = "results"
-
 _document: dict[str, Any] = {"stream": None, "written": False}
-
-
-def results_root() -> Path:
-    """The one rule for the CLI, the API and the pytest plugin: $GPUROOF_RESULTS, else ./results."""
-    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
-
-
-@contextmanager
-def results_dir(path: str | None) -> Iterator[Path]:
-    """Within the block, results_root() is `path` (when given); child processes (one per GPU) inherit it."""
-    if not path:
-        yield results_root()
-        return
-    old = os.environ.get(RESULTS_ENV)
-    os.environ[RESULTS_ENV] = str(path)
-    try:
-        yield results_root()
-    finally:
-        if old is None:
-            os.environ.pop(RESULTS_ENV, None)
-        else:
-            os.environ[RESULTS_ENV] = old
 
 
 class _Tee(io.TextIOBase):

@@ -1,7 +1,6 @@
 """`gpuroof profile`: every op of a PyTorch model's forward (and backward) placed on the measured roofline."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,8 @@ import pandas as pd
 from gpuroof.bench import newest_run, same_device
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import note as host_bound_note
-from gpuroof.output import emit_json, results_root
+from gpuroof.output import emit_json
+from gpuroof.results import results_root
 from gpuroof.profiling import need_torch as _torch
 from gpuroof.profiling.figure import figure
 from gpuroof.profiling.formulas import flop_counter, flop_formulas  # noqa: F401 - the public names
@@ -359,66 +359,3 @@ def load_model(spec: str, batch: int | None) -> tuple[Any, Any, str]:
     if not (isinstance(made, tuple) and len(made) == 2):
         raise UsageError(f"--model {spec}: {func}() must return (model, inputs), got {type(made).__name__}")
     return made[0], made[1], func + ("" if batch is None else f"-b{batch}")
-
-
-def _positive(text: str) -> int:
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: a positive integer")
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Declare `gpuroof profile` on the CLI's subparsers (cli.build_parser calls this)."""
-    from gpuroof.cli import _list
-
-    p = sub.add_parser("profile", help="place every op of a PyTorch model on the measured roofline")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    p.add_argument("--model", required=True,
-                   help="FILE.py:FUNCTION returning (model, inputs), e.g. experiments/profile_models.py:mlp")
-    p.add_argument("--batch", type=_positive, default=None, help="passed to FUNCTION as batch=N")
-    p.add_argument("--device", default="auto", help="auto (cuda if torch sees one, else cpu), cpu, cuda, cuda:N")
-    p.add_argument("--backward", action="store_true", help="profile forward and backward (of the outputs' sum)")
-    p.add_argument("--ceilings", default=None,
-                   help="run directory whose measured ceilings to use (default: the newest complete run "
-                        "for this device under results/)")
-    p.add_argument("--force", action="store_true", help="accept --ceilings from a different device")
-    p.add_argument("--reps", type=_positive, default=REPS, help=f"profiled repetitions (default {REPS})")
-    p.add_argument("--out", default=None,
-                   help="directory for profile.csv, profile.json and the figure "
-                        "(default results/<device>/profile/<FUNCTION>-b<N>/)")
-    p.add_argument("--format", type=_list, default=["png"], help="figure formats (png, svg, pdf)")
-    p.add_argument("--json", action="store_true", help="stdout is exactly one JSON document")
-    p.set_defaults(func=main_profile)
-    return p
-
-
-def main_profile(args: argparse.Namespace) -> int:
-    from gpuroof.plots import check_formats
-
-    formats = check_formats(args.format)
-    model, inputs, name = load_model(args.model, args.batch)
-    if args.backward:
-        name += "-backward"
-    try:
-        res = profile_model(model, inputs, device=args.device, backward=args.backward, ceilings=args.ceilings,
-                            force=args.force, reps=args.reps, name=name)
-    except UsageError as e:  # name the CLI's flags, not the Python arguments
-        msg = str(e)
-        for arg, flag in (("device=", "--device "), ("ceilings", "--ceilings"), ("reps=", "--reps ")):
-            if msg.startswith(arg):
-                msg = flag + msg[len(arg):]
-        if msg.startswith("inputs:"):
-            msg = f"--model {args.model}:" + msg[len("inputs:"):]
-        raise UsageError(msg) from None
-    out = Path(args.out) if args.out else results_root() / slug(res.device["name"]) / "profile" / name
-    files = res.write(out, formats)
-    if args.json:
-        emit_json({**res.to_json(), "out_dir": str(out), "files": {k: str(v) for k, v in files.items()}})
-        return 0
-    print(res.summary())
-    print()
-    print(module_table(res.rows("module")))
-    print()
-    print(res.where_the_time_goes())
-    print(f"files: {', '.join(str(p) for p in files.values())}")
-    return 0

@@ -288,7 +288,7 @@ def load_or_measure(settings: Settings, backend: Any, say: Callable[[str], None]
         if why:
             say(f"gpuroof: measuring the roofline of {info.get('name')} ({why})")
             # $GPUROOF_RESULTS, when set, is where every gpuroof run goes (CLI, API, plugin); else the cache keeps it
-            from gpuroof.output import RESULTS_ENV, results_root
+            from gpuroof.results import RESULTS_ENV, results_root
 
             runs = results_root() if os.environ.get(RESULTS_ENV) else settings.cache_dir / "runs"
             out = runs / slug(str(info.get("name"))) / utc_stamp()

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import psutil
 
+from gpuroof.backends.base import LEVELS
+
 #: Other processes may use at most this share of the CPUs' time during a run (0.1: a tenth of a core
 #: on 1 core, a fifth of one of 2 cores), and the hypervisor may steal at most STEAL_LIMIT.
 BUSY_LIMIT = 0.10
@@ -119,7 +121,6 @@ def platform_state() -> dict:
 
 
 def _order_reasons(bandwidth: dict) -> list[str]:
-    from gpuroof.hierarchy import LEVELS  # here: the sweeps import this module for their windows
 
     names = [n for n in LEVELS if n in bandwidth and n != "shared"]
     return [f"cache levels out of order: {hi} {bandwidth[hi] / 1e9:.1f} GB/s is not above {lo} "

@@ -302,10 +302,36 @@ def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False))
 
 
+#: Where run directories go when no --out is given: --results-dir, else this variable, else ./results.
+RESULTS_ENV = "GPUROOF_RESULTS"
+DEFAULT_RESULTS = "results"
+
+
+
+def results_root() -> Path:
+    """The one rule for the CLI, the API and the pytest plugin: $GPUROOF_RESULTS, else ./results."""
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+
+
+@contextmanager
+def results_dir(path: str | None) -> Iterator[Path]:
+    """Within the block, results_root() is `path` (when given); child processes (one per GPU) inherit it."""
+    if not path:
+        yield results_root()
+        return
+    old = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(path)
+    try:
+        yield results_root()
+    finally:
+        if old is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = old
+
+
 def make_run_dir(out: str | Path | None, device_name: str) -> Path:
     """`out` itself when given, else <results>/<device-slug>/<UTC timestamp>/; refused if unwritable."""
-    from gpuroof.output import results_root
-
     path = Path(out) if out else results_root() / slug(device_name) / utc_stamp()
     try:
         path.mkdir(parents=True, exist_ok=True)

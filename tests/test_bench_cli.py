@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from gpuroof import bench, cli
+from gpuroof.commands import bench as commands_bench
 from gpuroof.results import load_run, slug
 
 REQUIRED = {"name", "case", "dtype", "flops", "bytes", "time_s", "achieved_flops", "intensity",
@@ -32,7 +33,7 @@ def main(monkeypatch):
             common = cli._Parser(add_help=False)
             common.add_argument("--backend", default="auto")
             common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-            bench.register(sub, common)
+            commands_bench.register(sub, common)
         return parser
 
     monkeypatch.setattr(cli, "build_parser", build)

@@ -11,7 +11,7 @@ import pytest
 
 from gpuroof import cli
 from gpuroof.bench import newest_run
-from gpuroof.output import RESULTS_ENV, results_root
+from gpuroof.results import RESULTS_ENV, results_root
 from gpuroof.results import make_run_dir
 
 try:

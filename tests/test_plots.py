@@ -451,7 +451,8 @@ def run_cli(argv: list[str]) -> int:
     """gpuroof.cli.main with `plot` and `report` registered as cli.py registers them (until it does)."""
     import argparse
 
-    from gpuroof import cli, report
+    from gpuroof import cli
+    from gpuroof.commands import plot as plot_command, report as report_command
 
     build = cli.build_parser
 
@@ -461,7 +462,7 @@ def run_cli(argv: list[str]) -> int:
         common = cli._Parser(add_help=False)
         common.add_argument("--backend", default="auto")
         common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-        for module, name in ((plots, "plot"), (report, "report")):
+        for module, name in ((plot_command, "plot"), (report_command, "report")):
             if name not in sub.choices:
                 module.register(sub, common)
         return p

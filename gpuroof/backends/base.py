@@ -61,6 +61,17 @@ def unwritten(xp: Any, arr: Any) -> int:
     return int(bad.sum())
 
 
+#: Every level name gpuroof knows, smallest first. A device has a subset (CPU: l1, l2, l3, dram;
+#: GPU: shared, l1, l2, dram); `shared` comes from its own kernel, not from the working-set sweep.
+LEVELS = ("shared", "l1", "l2", "l3", "dram")
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    capacity_bytes: int | None  # what the working set can occupy at this level (all cores / SMs)
+    note: str = ""
+
+
 @dataclass
 class SweepBuffers:
     """Device arrays of one dtype: input `x`, output `out` (rw) and per-thread `partial` sums (ro)."""

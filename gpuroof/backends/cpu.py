@@ -438,7 +438,7 @@ class CpuBackend(Backend):
     def cache_levels(self) -> list:
         """l1, l2, l3 (as sysfs has them) and dram. A per-core cache counts once per core in use:
         every thread streams its own share of the working set."""
-        from gpuroof.hierarchy import Level
+        from gpuroof.backends.base import Level
 
         levels = []
         for c in sorted(self.caches, key=lambda c: c["level"]):

@@ -1,7 +1,6 @@
 """Figures of a run, one module per figure (roofline, lost time, sweep, telemetry, hierarchy), and `gpuroof plot`."""
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,7 +25,7 @@ __all__ = ["FORMATS", "PNG_DPI", "RC", "FIGURES", "WHAT", "Drawn", "LabelPlacer"
            "hierarchy_figure", "hierarchy_samples", "label_box", "level_colour", "lost_time", "losttime_figure",
            "make_figures", "medians", "optional_table", "reference_level", "render", "ridges", "roof_segments",
            "roofline_figure", "samples", "short_labels", "sweep_figure", "telemetry_figure", "unit_colour",
-           "workload_points", "register", "cmd_plot"]
+           "workload_points"]
 
 BUILDERS = {"roofline": roofline_figure, "losttime": losttime_figure, "sweep": sweep_figure,
             "telemetry": telemetry_figure, "hierarchy": hierarchy_figure}
@@ -81,48 +80,3 @@ def _write(run: Run, formats: tuple[str, ...], out: Path, what: str) -> tuple[di
             atomic_write_bytes(path, render(d, fmt))
             written[name].append(path)
     return written, skipped
-
-
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    items = tuple(t.strip().lower() for t in text.split(",") if t.strip())
-    bad = [f for f in items if f not in FORMATS]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"{text!r}: not supported (allowed: {', '.join(FORMATS)}, "
-                                         "or several joined by commas)")
-    return items
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Declare `gpuroof plot` on the CLI's subparsers."""
-    p = sub.add_parser("plot", parents=[common], help="draw the run's figures (roofline, sweep, telemetry, ...)")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `gpuroof measure` or `run`")
-    p.add_argument("--what", choices=WHAT, default="all", help="which figure (default all that the run has)")
-    p.add_argument("--format", type=_formats, default=("png",), dest="formats",
-                   help="png (default), svg or pdf; several joined by commas, e.g. png,pdf")
-    p.add_argument("--out", default=None, help="directory for the figures (default RUN_DIR/figures)")
-    p.set_defaults(func=cmd_plot)
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    import sys
-
-    run = as_run(args.run_dir)
-    out = Path(args.out) if args.out else run.path / "figures"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
-    written, skipped = _write(run, args.formats, out, args.what)
-    for name, why in skipped.items():
-        print(f"gpuroof: skipped the {name} figure: {why}", file=sys.stderr)
-    for paths in written.values():
-        for p in paths:
-            print(p)
-    if getattr(args, "json", False):
-        from gpuroof.output import emit_json
-
-        emit_json({"run_dir": str(run.path), "figures": {n: [str(p) for p in ps] for n, ps in written.items()},
-                   "skipped": skipped})
-    return 0

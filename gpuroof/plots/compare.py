@@ -278,7 +278,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from gpuroof.compare import MIN_GROUP
+    min_group = c.min_group
 
     ms = models(c)
     flagged = {(f["run"], f["ceiling"]) for f in c.flags}
@@ -303,7 +303,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
                     ax.fill_between([xi - 0.3, xi + 0.3], [rel.min()] * 2, [rel.max()] * 2, color=m.colour,
                                     alpha=SPREAD_ALPHA, lw=0, zorder=1)
                 ax.hlines(100, xi - 0.32, xi + 0.32, color=m.colour, lw=2.0, zorder=2)
-                if len(vals) >= MIN_GROUP:
+                if len(vals) >= min_group:
                     thresholds = True
                     ax.hlines(100 * (1 - c.threshold), xi - 0.32, xi + 0.32, color=INVALID_COLOUR, lw=1.0,
                               ls=(0, (1, 1.5)), zorder=2)
@@ -333,7 +333,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
                    Line2D([], [], color="#555555", lw=2, label="median of the model's runs"),
                    Patch(facecolor="#777777", alpha=SPREAD_ALPHA * 2, label="lowest to highest run"),
                    Line2D([], [], color=INVALID_COLOUR, lw=1, ls=(0, (1, 1.5)),
-                          label=f"flagged below ({c.threshold:.0%} under the median, {MIN_GROUP}+ runs)"),
+                          label=f"flagged below ({c.threshold:.0%} under the median, {min_group}+ runs)"),
                    Line2D([], [], ls="none", marker="o", mfc="none", mec=INVALID_COLOUR, mew=1.3, ms=9,
                           label="flagged run")]
         handles += [Line2D([], [], ls="none", marker="s", mfc=m.colour, mec="none", ms=7, label=_model_label(m, True))
@@ -345,7 +345,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
     caption = (f"{len(names)} run(s) of {len(ms)} device model(s), one panel per ceiling: each run is a point at its "
                "share of the median of its model's runs, so a slow card sits low whatever its scale; the bar is "
                "the median, the band the lowest to highest run, the dotted red line the flag threshold "
-               f"({c.threshold:.0%} below the median, drawn where a model has {MIN_GROUP} or more runs). "
+               f"({c.threshold:.0%} below the median, drawn where a model has {min_group} or more runs). "
                f"{n_flagged} flagged point(s) are ringed in red.")
     return Drawn("compare-ceilings", fig, caption)
 

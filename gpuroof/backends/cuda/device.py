@@ -234,7 +234,7 @@ def l1_per_sm(info: dict) -> int | None:
 
 def cache_levels(info: dict) -> list:
     """shared (its own kernel), l1 (per SM), l2 (device-wide), dram: the levels the device has."""
-    from gpuroof.hierarchy import Level
+    from gpuroof.backends.base import Level
 
     levels = [Level("shared", None, f"{info.get('shared_memory_per_multiprocessor')} B per SM")]
     l1 = l1_per_sm(info)

@@ -1,0 +1,1 @@
+"""The command layer: one module per subcommand (parse its arguments, call the domain, print)."""

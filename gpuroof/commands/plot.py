@@ -1,0 +1,45 @@
+"""`gpuroof plot`: a run's figures, drawn from its files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+import argparse
+
+from gpuroof.commands import args as args_t
+from gpuroof.errors import UsageError
+from gpuroof.plots.common import as_run
+from gpuroof.plots import (WHAT, _write)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Declare `gpuroof plot` on the CLI's subparsers."""
+    p = sub.add_parser("plot", parents=[common], help="draw the run's figures (roofline, sweep, telemetry, ...)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `gpuroof measure` or `run`")
+    p.add_argument("--what", choices=WHAT, default="all", help="which figure (default all that the run has)")
+    p.add_argument("--format", type=args_t.formats, default=("png",), dest="formats",
+                   help="png (default), svg or pdf; several joined by commas, e.g. png,pdf")
+    p.add_argument("--out", default=None, help="directory for the figures (default RUN_DIR/figures)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import sys
+
+    run = as_run(args.run_dir)
+    out = Path(args.out) if args.out else run.path / "figures"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+    written, skipped = _write(run, args.formats, out, args.what)
+    for name, why in skipped.items():
+        print(f"gpuroof: skipped the {name} figure: {why}", file=sys.stderr)
+    for paths in written.values():
+        for p in paths:
+            print(p)
+    if getattr(args, "json", False):
+        from gpuroof.output import emit_json
+
+        emit_json({"run_dir": str(run.path), "figures": {n: [str(p) for p in ps] for n, ps in written.items()},
+                   "skipped": skipped})
+    return 0
