@@ -25,7 +25,6 @@ from gpuroof.results import Run, check_out_file, dumps, load_run
 from gpuroof.units import si, text_table
 
 FORMATS = ("table", "markdown", "csv", "json")
-PLOT_FORMATS = (".png", ".svg", ".pdf")
 #: The terminal table (and every line of it) fits this many columns: a terminal or a CI log.
 TERMINAL_WIDTH = 120
 KEY = ["name", "case", "dtype"]  # a workload case across runs
@@ -627,37 +626,6 @@ def render(c: Comparison, fmt: str, wide: bool = False) -> str:
 
 
 # --------------------------------------------------------------------------- the overlaid figure
-
-
-def plot_format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in PLOT_FORMATS:
-        raise UsageError(f"--plot {path}: unknown figure format {suffix or '(no suffix)'!r} "
-                         f"(allowed: {', '.join(PLOT_FORMATS)})")
-    check_out_file(path, "--plot")
-    return suffix[1:]
-
-
-def plot_paths(path: str | Path) -> tuple[Path, Path]:
-    """FILE (the rooflines) and FILE-ceilings beside it, with the same suffix (one panel per ceiling)."""
-    p = Path(path)
-    return p, p.with_name(f"{p.stem}-ceilings{p.suffix}")
-
-
-def write_plot(c: Comparison, path: str | Path) -> list[Path]:
-    """The comparison's two figures (gpuroof.plots.compare), each written atomically: the rooflines
-    of every device model to `path`, one panel per ceiling beside it (see `plot_paths`)."""
-    from gpuroof.plots.common import render
-    from gpuroof.plots.compare import ceilings_figure, rooflines_figure
-    from gpuroof.results import atomic_write_bytes
-
-    fmt = plot_format(path)
-    out = []
-    for target, build in zip(plot_paths(path), (rooflines_figure, ceilings_figure)):
-        check_out_file(target, "--plot")
-        atomic_write_bytes(target, render(build(c), fmt))
-        out.append(target)
-    return out
 
 
 # --------------------------------------------------------------------------- command line

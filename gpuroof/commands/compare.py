@@ -9,7 +9,8 @@ import sys
 from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
 from gpuroof.results import check_out_file
-from gpuroof.compare import (FORMATS, SICK_THRESHOLD, TERMINAL_WIDTH, compare, load_runs, plot_format, plot_paths, render, write_plot)
+from gpuroof.compare import FORMATS, SICK_THRESHOLD, TERMINAL_WIDTH, compare, load_runs, render
+from gpuroof.plots.compare import plot_format, plot_paths, write_plot
 
 
 PCT = args_t.percentage(100, "10")  # --threshold / --tolerance, in percent

@@ -3,6 +3,7 @@ with every run a point, and each ceiling over time per host; drawn from a `Compa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gpuroof.errors import UsageError
 from gpuroof.plots.common import INVALID_COLOUR, RC, Drawn, _freeze_layout, _log_axis, _new_figure
 from gpuroof.plots.labels import LabelPlacer
+from gpuroof.results import check_out_file
 from gpuroof.plots.roofline import (GROUND, THEORETICAL_SHOWN, _compute_label, _slope_label, roof_segments,
                                     roofline_axes, unit_name)
 from gpuroof.units import si
@@ -455,3 +458,39 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
 
 __all__ = ["Model", "models", "short_tag", "ceiling_title", "rooflines_figure", "ceilings_figure", "over_time_figure",
            "spans_days", "spanning", "run_times", "MODEL_COLOURS"]
+
+
+# --------------------------------------------------------------------------- the figures, written
+
+#: Files `compare --plot` writes.
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def plot_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise UsageError(f"--plot {path}: unknown figure format {suffix or '(no suffix)'!r} "
+                         f"(allowed: {', '.join(PLOT_FORMATS)})")
+    check_out_file(path, "--plot")
+    return suffix[1:]
+
+
+def plot_paths(path: str | Path) -> tuple[Path, Path]:
+    """FILE (the rooflines) and FILE-ceilings beside it, with the same suffix (one panel per ceiling)."""
+    p = Path(path)
+    return p, p.with_name(f"{p.stem}-ceilings{p.suffix}")
+
+
+def write_plot(c: "Comparison", path: str | Path) -> list[Path]:
+    """The comparison's two figures (gpuroof.plots.compare), each written atomically: the rooflines
+    of every device model to `path`, one panel per ceiling beside it (see `plot_paths`)."""
+    from gpuroof.plots.common import render
+    from gpuroof.results import atomic_write_bytes
+
+    fmt = plot_format(path)
+    out = []
+    for target, build in zip(plot_paths(path), (rooflines_figure, ceilings_figure)):
+        check_out_file(target, "--plot")
+        atomic_write_bytes(target, render(build(c), fmt))
+        out.append(target)
+    return out
