@@ -22,7 +22,7 @@ from gpuroof.quality import Activity, quiet_window, window_quality
 from gpuroof.results import (KIND, SCHEMA_VERSION, Run, load_run, make_run_dir, slug,
                              utc_stamp, write_run)
 from gpuroof.roofline import Roofline, place
-from gpuroof.units import si, text_table
+from gpuroof.units import fmt_time, si, text_table
 from gpuroof.workloads import CONVENTIONS, SIZES, WORKLOADS, Case, parse_shape, plan
 from gpuroof.workloads.base import rel_error, to_float64
 
@@ -349,7 +349,7 @@ def graph_replay(backend: Backend, rot: Rotation, stream: Timing, capturable: bo
     if graph is None:
         return None, ""
     return graph, (f"timed as a CUDA graph replay of {graph.launches_per_window} launches "
-                   f"({_time(eager_s)} per launch as launched from Python)")
+                   f"({fmt_time(eager_s)} per launch as launched from Python)")
 
 
 def bench_cases(backend: Backend, roof: Roofline, cases: list[Case], settings: BenchSettings,
@@ -540,15 +540,6 @@ def save(target: Target, backend: Backend, table: pd.DataFrame, argv: list[str],
 # output
 # ---------------------------------------------------------------------------------------------
 
-def _time(s: float) -> str:
-    if not isinstance(s, (int, float)) or not math.isfinite(s):
-        return "-"
-    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
-        if s >= scale:
-            return f"{s / scale:.4g} {unit}"
-    return f"{s * 1e9:.4g} ns"
-
-
 def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
@@ -571,7 +562,7 @@ def results_table(table: pd.DataFrame) -> str:
         if r["notes"]:
             notes.append(r["notes"])
             flag = (flag + f" [{len(notes)}]").strip()
-        rows.append((r["name"], r["case"], r["dtype"], _time(r["time_s"]),
+        rows.append((r["name"], r["case"], r["dtype"], fmt_time(r["time_s"]),
                      si(r["achieved_flops"], "FLOP/s") if r["valid"] else "-",
                      si(r["achieved_bandwidth_Bps"], "B/s") if r["valid"] else "-",
                      _num(r["intensity"], ".3g"), si(r["attainable_flops"], "FLOP/s"),

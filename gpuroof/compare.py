@@ -22,7 +22,7 @@ import pandas as pd
 from gpuroof.errors import UsageError
 from gpuroof.merge import find_runs
 from gpuroof.results import Run, check_out_file, dumps, load_run
-from gpuroof.units import si, text_table
+from gpuroof.units import fmt_time, si, text_table
 
 FORMATS = ("table", "markdown", "csv", "json")
 #: The terminal table (and every line of it) fits this many columns: a terminal or a CI log.
@@ -354,16 +354,6 @@ def _fmt(v: Any, unit: str | None = None, digits: int = 4) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}g}"
     return str(v)
-
-
-def fmt_time(s: Any) -> str:
-    """Seconds with a readable unit: '1.137 ms', '661.3 us'."""
-    if not isinstance(s, (int, float)) or not math.isfinite(s):
-        return "-"
-    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
-        if s >= scale:
-            return f"{s / scale:.4g} {unit}"
-    return f"{s * 1e9:.4g} ns"
 
 
 def _text_or_empty(v: Any) -> str:

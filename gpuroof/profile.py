@@ -20,12 +20,12 @@ from gpuroof.profiling.formulas import flop_counter, flop_formulas  # noqa: F401
 from gpuroof.profiling.matching import SPAN, _event_time, _roots, _start, match, widen
 from gpuroof.profiling.recording import _Recorder, move_inputs, split_inputs
 from gpuroof.quality import Activity, window_quality
-from gpuroof.profiling.tables import (COLUMNS, TOP, _aggregate, _model_row, _ms, _table, _totals, module_table,
+from gpuroof.profiling.tables import (COLUMNS, TOP, _aggregate, _model_row, _table, _totals, module_table,
                                       where_table)
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
                              slug)
 from gpuroof.roofline import Roofline
-from gpuroof.units import si
+from gpuroof.units import fmt_time, si
 
 if TYPE_CHECKING:  # torch is an optional extra (gpuroof[torch]); imported when a model is profiled
     import torch
@@ -102,10 +102,10 @@ class ProfileResult:
                   f"{t['phase']}: {t['ops']} ops, {si(t['flops'], 'FLOP')}, {si(t['bytes'], 'B')}",
                   f"  ops matched to the profiler cover {t['op_time_coverage']:.0%} of the profiled time "
                   f"(median over {t['reps']} repetitions of op time / profiled time; per repetition "
-                  f"{_ms(t['op_time_per_rep_s'])} of {_ms(t['profiled_time_s'])}, wall {_ms(t['wall_time_s'])})"]
+                  f"{fmt_time(t['op_time_per_rep_s'])} of {fmt_time(t['profiled_time_s'])}, wall {fmt_time(t['wall_time_s'])})"]
         gone = t["not_placed"]
         if t["placed_time_s"] > 0 and t["predicted_time_s"] > 0:
-            line = (f"  roofline-predicted {_ms(t['predicted_time_s'])} for the {_ms(t['placed_time_s'])} of placed "
+            line = (f"  roofline-predicted {fmt_time(t['predicted_time_s'])} for the {fmt_time(t['placed_time_s'])} of placed "
                     f"ops (sum of per-op medians): headroom {t['headroom']:.2f}x if every op ran at its roof")
             if t["headroom"] < 1:
                 line += ("; under 1, the ops ran faster than their roofline time: data reused from caches, or "
@@ -114,7 +114,7 @@ class ProfileResult:
         else:
             lines.append("  no op could be placed on this run's roofline")
         if gone["ops"]:
-            lines.append(f"  {gone['ops']} ops ({_ms(gone['time_s'])}) not placed, left out of the headroom: "
+            lines.append(f"  {gone['ops']} ops ({fmt_time(gone['time_s'])}) not placed, left out of the headroom: "
                          + " / ".join(gone["why"][:3]))
         lines.append(f"  achieved {si(t['achieved_flops'], 'FLOP/s')}, {si(t['achieved_bandwidth_Bps'], 'B/s')}, "
                      f"intensity {t['intensity']:.3g} FLOP/B; ceilings {self.ceilings_source}")

@@ -17,7 +17,7 @@ from gpuroof import __version__
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import flagged
 from gpuroof.results import Run, atomic_write_text
-from gpuroof.units import si
+from gpuroof.units import fmt_time, si
 
 ABOVE_ROOF = 0.05  # a sweep point more than 5% above min(P, B·I) is reported
 POOR_FIT = 0.10  # a median |deviation| from the model above 10% is reported
@@ -62,16 +62,6 @@ details summary { cursor: pointer; color: #1f4e79; }
 
 def esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
-
-
-def fmt_time(t: float | None) -> str:
-    """Seconds with a prefix that keeps 3-4 digits: 1.3e-5 -> '13 µs'."""
-    if t is None or not isinstance(t, (int, float)) or not math.isfinite(t):
-        return "-"
-    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-        if abs(t) >= scale:
-            return f"{t / scale:.4g} {unit}"
-    return f"{t:.3g} s"
 
 
 def fmt_bytes(n: float | None) -> str:

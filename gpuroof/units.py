@@ -58,3 +58,13 @@ def si(value: float | None, unit: str, digits: int = 4) -> str:
     prefixes = ["", "k", "M", "G", "T", "P", "E"]
     i = max(0, min(len(prefixes) - 1, int(math.floor(math.log10(abs(value)) / 3))))
     return f"{value / 1000 ** i:.{digits}g} {prefixes[i]}{unit}"
+
+
+def fmt_time(t: float | None) -> str:
+    """Seconds with a prefix that keeps 3-4 digits: 1.3e-5 -> '13 µs'; '-' when unknown."""
+    if t is None or not isinstance(t, (int, float)) or not math.isfinite(t):
+        return "-"
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if abs(t) >= scale:
+            return f"{t / scale:.4g} {unit}"
+    return f"{t:.3g} s"

@@ -410,7 +410,7 @@ def test_an_op_type_is_above_its_roof_only_when_the_group_is(cpu_run):
 
 
 def test_summary_coverage_line_and_a_headroom_under_one(cpu_run, examples):
-    from gpuroof.profiling.tables import _ms
+    from gpuroof.units import fmt_time as _ms
 
     model, x = examples.mlp(batch=2)
     res = api.profile(model, x, device="cpu", ceilings=cpu_run.path, reps=REPS)

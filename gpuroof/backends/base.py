@@ -72,6 +72,18 @@ class Level:
     note: str = ""
 
 
+def bf16_bits_from_float64(xp: Any, values: Any) -> Any:
+    """bfloat16 bit patterns (uint16) of float64 values, rounded to nearest even via float32."""
+    bits = values.astype(xp.float32).view(xp.uint32)
+    rounded = (bits + xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & xp.uint32(1))) >> xp.uint32(16)
+    return rounded.astype(xp.uint16)
+
+
+def float64_from_bf16_bits(xp: Any, bits: Any) -> Any:
+    """float64 values of bfloat16 bit patterns (exact: bf16 is the top half of a float32)."""
+    return (bits.astype(xp.uint32) << xp.uint32(16)).view(xp.float32).astype(xp.float64)
+
+
 @dataclass
 class SweepBuffers:
     """Device arrays of one dtype: input `x`, output `out` (rw) and per-thread `partial` sums (ro)."""

@@ -170,7 +170,7 @@ def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:
     return {"compute": compute, "bandwidth": {"dram": None}}  # DIMM speed and channels: not visible
 
 
-def aligned_empty(n: int, dtype: str, align: int = 4096) -> np.ndarray:
+def aligned_empty(n: int, dtype, align: int = 4096) -> np.ndarray:
     """An uninitialized array whose data starts on a page boundary.
 
     numpy's large allocations start 16 bytes past a page: every 64-byte vector load then straddles

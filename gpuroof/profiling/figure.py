@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
-from gpuroof.profiling.tables import _ms
+from gpuroof.units import fmt_time
 
 if TYPE_CHECKING:
     from gpuroof.profile import ProfileResult
@@ -59,7 +59,7 @@ def _off_axes(res: "ProfileResult", prefix: str = "") -> str | None:
 
 def _headroom(res: "ProfileResult", prefix: str = "") -> str:
     t = res.totals
-    return (f"{prefix}{t['phase']}, op time {_ms(t['time_s'])}, roofline-predicted {_ms(t['predicted_time_s'])} "
+    return (f"{prefix}{t['phase']}, op time {fmt_time(t['time_s'])}, roofline-predicted {fmt_time(t['predicted_time_s'])} "
             f"(headroom {t['headroom']:.2f}x).")
 
 

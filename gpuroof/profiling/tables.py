@@ -12,7 +12,7 @@ from gpuroof.hostbound import host_bound, note as host_bound_note
 from gpuroof.bench import NOISE_FLOOR, place_case
 from gpuroof.profiling.recording import OpRecord
 from gpuroof.roofline import Roofline
-from gpuroof.units import si, text_table
+from gpuroof.units import fmt_time, si, text_table
 
 #: Bound of an op that moves no data and does no FLOPs (a view): its time is dispatch overhead.
 OVERHEAD = "overhead"
@@ -25,10 +25,6 @@ COLUMNS = ["kind", "name", "op", "module", "phase", "index", "count", "dtype", "
            "measured_over_predicted", "lost_time_s", "bound", "above_roof", "cache_level",
            "cache_attainable_flops", "cache_efficiency", "notes", "quality_ok", "quality_reasons", "host_bound"]
 TOP = 10  # rows of the "where the time goes" table
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:.4g} ms" if math.isfinite(s) else "-"
 
 
 #: What place_case suspects of a point above a compute roof, and what it is for an op FlopCounterMode
@@ -211,8 +207,8 @@ def where_table(types: pd.DataFrame, top: int = TOP) -> str:
     """Op types by the time they lose against the roofline (measured - predicted), and why."""
     rows = [("op type", "n", "time", "share", "predicted", "lost", "eff", "why")]
     for r in types.sort_values("lost_time_s", ascending=False).head(top).to_dict("records"):
-        rows.append((r["name"], r["count"], _ms(r["time_s"]), f"{r['time_share']:.1%}",
-                     _ms(r["predicted_time_s"]), _ms(r["lost_time_s"]),
+        rows.append((r["name"], r["count"], fmt_time(r["time_s"]), f"{r['time_share']:.1%}",
+                     fmt_time(r["predicted_time_s"]), fmt_time(r["lost_time_s"]),
                      f"{r['efficiency']:.2f}" if math.isfinite(r["efficiency"]) else "-", _why(r)))
     return "\n".join(["where the time goes (op types losing the most time against the roofline):",
                       *text_table(rows)])
@@ -221,7 +217,7 @@ def where_table(types: pd.DataFrame, top: int = TOP) -> str:
 def module_table(mods: pd.DataFrame, top: int = TOP) -> str:
     rows = [("module", "ops", "FLOP", "bytes", "time", "share", "eff", "bound")]
     for r in mods.head(top).to_dict("records"):
-        rows.append((r["name"], r["count"], si(r["flops"], ""), si(r["bytes"], "B"), _ms(r["time_s"]),
+        rows.append((r["name"], r["count"], si(r["flops"], ""), si(r["bytes"], "B"), fmt_time(r["time_s"]),
                      f"{r['time_share']:.1%}", f"{r['efficiency']:.2f}" if math.isfinite(r["efficiency"]) else "-",
                      r["bound"] if isinstance(r["bound"], str) else "not placed"))
     return "\n".join(text_table(rows))

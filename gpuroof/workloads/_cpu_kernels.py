@@ -172,11 +172,3 @@ def triad_nt(a, b, c, q, nthreads):
         _store_fence()
     for i in range(lines * width, a.size):
         a[i] = b[i] + q * c[i]
-
-
-def aligned_empty(n: int, dtype, align: int = NT_BYTES) -> np.ndarray:
-    """An uninitialized 1-D array whose first element is `align`-byte aligned."""
-    dtype = np.dtype(dtype)
-    raw = np.empty(n * dtype.itemsize + align, np.uint8)
-    offset = (-raw.ctypes.data) % align
-    return raw[offset:offset + n * dtype.itemsize].view(dtype)

@@ -1,6 +1,6 @@
 """What a workload is: parameters, analytic FLOPs and compulsory bytes, its unit, runners, a reference.
 
-A workload is data (DESIGN.md, style 3): a frozen `Workload` holding pure functions of a frozen
+A workload is data: a frozen `Workload` holding pure functions of a frozen
 parameter dataclass. FLOPs and bytes are counted analytically; intensity is derived from them and
 never typed in. Each backend has a runner that allocates device arrays from float64 inputs and
 returns a `Prepared` whose `run` blocks until the work is done (the backend contract); the float64
@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from gpuroof.backends.base import ITEMSIZE, Blocking  # noqa: F401  (Blocking: the workloads' runs)
+from gpuroof.backends.base import (ITEMSIZE, Blocking, bf16_bits_from_float64,  # noqa: F401  (Blocking: the workloads' runs)
+                                   float64_from_bf16_bits)
 from gpuroof.errors import UsageError
 
 #: The counting conventions every workload follows; written into each run.json that holds workloads.
@@ -152,11 +153,6 @@ class Workload:
         return self.params(**kw)
 
 
-def label(p: Any) -> str:
-    """A case's readable name, from its parameters' own `label` property."""
-    return p.label
-
-
 def params_dict(p: Any) -> dict:
     return dataclasses.asdict(p)
 
@@ -184,29 +180,17 @@ def check_impl(owner: str, impl: str, allowed: tuple[str, ...]) -> None:
 STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
 
-def _bf16_bits(values: np.ndarray) -> np.ndarray:
-    """Round to nearest even bfloat16, as bit patterns."""
-    bits = np.asarray(values, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    return rounded.astype(np.uint16)
-
-
-def _bf16_values(bits: np.ndarray) -> np.ndarray:
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32) \
-        .astype(np.float64)
-
-
 def to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
     """float64 values as a host array of the dtype's storage type (C-contiguous)."""
     if dtype == "bfloat16":
-        return np.ascontiguousarray(_bf16_bits(values))
+        return np.ascontiguousarray(bf16_bits_from_float64(np, np.asarray(values, dtype=np.float64)))
     return np.ascontiguousarray(values, dtype=STORAGE[dtype])
 
 
 def to_float64(arr: np.ndarray, dtype: str) -> np.ndarray:
     """A host array in storage form as float64 values."""
     if dtype == "bfloat16":
-        return _bf16_values(arr)
+        return float64_from_bf16_bits(np, np.asarray(arr, dtype=np.uint16))
     return np.asarray(arr, dtype=np.float64)
 
 

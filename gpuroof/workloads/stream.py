@@ -87,9 +87,10 @@ def device_bytes(p: StreamParams) -> int:
 
 
 def _cpu_arrays(p: StreamParams, x: dict) -> tuple:
+    from gpuroof.backends.cpu import aligned_empty
     from gpuroof.workloads import _cpu_kernels as k
 
-    a, b, c = (k.aligned_empty(p.elements, p.dtype) for _ in range(3))
+    a, b, c = (aligned_empty(p.elements, p.dtype, k.NT_BYTES) for _ in range(3))
     b[:], c[:] = to_storage(x["b"], p.dtype), to_storage(x["c"], p.dtype)
     a[:] = np.nan
     return a, b, c, b.dtype.type(Q)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 import gpuroof
-from gpuroof.backends.base import ITEMSIZE
+from gpuroof.backends.base import ITEMSIZE, bf16_bits_from_float64, float64_from_bf16_bits  # noqa: F401 - the cuda package's names
 from gpuroof.errors import MeasurementError
 
 #: FMAs per element the sweep kernel is compiled for (one template instance each, per dtype and
@@ -113,18 +113,6 @@ def cache_read_plan(nvec: int, threads: int, passes: int) -> tuple[int, int, int
     if reads >= 2 ** 31:  # the kernel's unsigned index plus its advance stays below 2^32
         raise ValueError(f"cache_read: {reads} reads per pass exceed 32-bit indices")
     return copies, reads, max(1, -(-passes // copies))
-
-
-def bf16_bits_from_float64(xp: Any, values: Any) -> Any:
-    """bfloat16 bit patterns (uint16) of float64 values, rounded to nearest even via float32."""
-    bits = values.astype(xp.float32).view(xp.uint32)
-    rounded = (bits + xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & xp.uint32(1))) >> xp.uint32(16)
-    return rounded.astype(xp.uint16)
-
-
-def float64_from_bf16_bits(xp: Any, bits: Any) -> Any:
-    """float64 values of bfloat16 bit patterns (exact: bf16 is the top half of a float32)."""
-    return (bits.astype(xp.uint32) << xp.uint32(16)).view(xp.float32).astype(xp.float64)
 
 
 def round_tf32(a: np.ndarray) -> np.ndarray:
