@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -14,16 +14,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from gpuroof.backends.base import Backend, unwritten
-from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.errors import UsageError
 from gpuroof.hostbound import Timing, flagged, note as host_bound_note, window_figures
-from gpuroof.output import emit_json
-from gpuroof.results import results_root
 from gpuroof.quality import Activity, quiet_window, window_quality
-from gpuroof.results import (KIND, SCHEMA_VERSION, Run, load_run, make_run_dir, slug,
-                             utc_stamp, write_run)
+from gpuroof.results import KIND, SCHEMA_VERSION, Run, load_run, results_root, slug, utc_stamp, write_run
 from gpuroof.roofline import Roofline, place
 from gpuroof.units import fmt_time, si, text_table
-from gpuroof.workloads import CONVENTIONS, SIZES, WORKLOADS, Case, parse_shape, plan
+from gpuroof.workloads import CONVENTIONS, Case, plan
 from gpuroof.workloads.base import rel_error, to_float64
 
 #: A point is "above its roof" only when it beats the prediction by more than this, or by more

@@ -33,13 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpuroof.compare import fmt_time
 from gpuroof.errors import UsageError
-from gpuroof.output import emit_json
 from gpuroof.results import results_root
 from gpuroof.quality import busy_reasons
 from gpuroof.results import Run, load_run
-from gpuroof.units import text_table
+from gpuroof.units import fmt_time, text_table
 
 KEY = ["name", "case", "dtype"]
 

@@ -10,7 +10,6 @@ mean of two neighbouring plateaus.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np

@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from gpuroof.cli import main
-from gpuroof.compare import TERMINAL_WIDTH, compare, load_runs
+from gpuroof.compare import compare, load_runs
+from gpuroof.compare_text import TERMINAL_WIDTH
 from gpuroof.plots import compare as cmpplots
 from gpuroof.results import load_run
 

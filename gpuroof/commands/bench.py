@@ -1,9 +1,9 @@
 """`gpuroof bench`: real kernels timed and placed on the newest run's roofline."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict
 from typing import Any
-import argparse
 import sys
 
 from gpuroof.commands import args as args_t
@@ -15,7 +15,8 @@ from gpuroof.workloads import SIZES
 from gpuroof.workloads import WORKLOADS
 from gpuroof.workloads import parse_shape
 from gpuroof.workloads import plan
-from gpuroof.bench import (BenchSettings, bench_cases, check_fits, json_records, new_run_meta, resolve_target, results_table, save)
+from gpuroof.bench import (BenchSettings, bench_cases, check_fits, json_records, new_run_meta, resolve_target,
+                           results_table, save)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,9 +1,9 @@
 """`gpuroof check`: the regression gate against a baseline run."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
-import argparse
 import sys
 
 from gpuroof.commands import args as args_t

@@ -1,15 +1,16 @@
 """`gpuroof compare`: runs and cards side by side."""
 from __future__ import annotations
 
-from typing import Any
 import argparse
+from typing import Any
 import json
 import sys
 
 from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
 from gpuroof.results import check_out_file
-from gpuroof.compare import FORMATS, SICK_THRESHOLD, TERMINAL_WIDTH, compare, load_runs, render
+from gpuroof.compare import SICK_THRESHOLD, compare, load_runs
+from gpuroof.compare_text import FORMATS, TERMINAL_WIDTH, render
 from gpuroof.plots.compare import plot_format, plot_paths, write_plot
 
 

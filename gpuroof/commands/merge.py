@@ -1,11 +1,10 @@
 """`gpuroof merge`: many runs as one long table."""
 from __future__ import annotations
 
-from typing import Any
 import argparse
+from typing import Any
 import sys
 
-from gpuroof.commands import args as args_t
 from gpuroof.results import check_out_file
 from gpuroof.merge import (merge, out_format, write_table)
 

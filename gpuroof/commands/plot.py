@@ -1,9 +1,9 @@
 """`gpuroof plot`: a run's figures, drawn from its files."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
-import argparse
 
 from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError

@@ -1,9 +1,9 @@
 """`gpuroof profile`: a PyTorch model's ops counted, timed and placed."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
-import argparse
 
 from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
@@ -11,7 +11,7 @@ from gpuroof.output import emit_json
 from gpuroof.profiling.tables import module_table
 from gpuroof.results import results_root
 from gpuroof.results import slug
-from gpuroof.profile import (REPS, load_model, profile_model)
+from gpuroof.profile import REPS, load_model, profile_model
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,13 +1,12 @@
 """`gpuroof report`: one run's report.html, or the lab page of a directory of runs."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
-import argparse
 
-from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
-from gpuroof.report import (write_report)
+from gpuroof.report import write_report
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
