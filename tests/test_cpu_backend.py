@@ -183,8 +183,7 @@ def test_ro_sums_stay_exact_across_flushes(backend, fmas):
 
 def _all_variants(backend):
     k = backend._k
-    return list(dict.fromkeys(k.SHAPE.variants("rw", True) + k.SHAPE.variants("rw", False)
-                              + k.SHAPE.variants("ro", True) + k.SHAPE.variants("ro", False)))
+    return k.SHAPE.every_variant("rw") + k.SHAPE.every_variant("ro")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

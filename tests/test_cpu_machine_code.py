@@ -243,7 +243,7 @@ from gpuroof.backends import _cpu_kernels as k
 t = types.float32
 out = {"shape": k.SHAPE.to_dict(), "asm": {}, "variants": {}}
 for loop in ("rw", "ro"):
-    for v in dict.fromkeys(k.SHAPE.variants(loop, dram=True) + k.SHAPE.variants(loop, dram=False)):
+    for v in k.SHAPE.every_variant(loop):
         fn = k.rw_kernel(v) if loop == "rw" else k.ro_kernel(v)
         fn.compile((t[::1], t[::1] if loop == "rw" else t[:, ::1], types.int64, t, t, types.int64, types.int64))
         out["asm"][v.name] = fn.overloads[fn.signatures[-1]].library.get_asm_str()

@@ -404,7 +404,7 @@ class CpuBackend(Backend):
         """JIT-compile (or load from numba's cache) both kernels for `dtype`, outside any timing."""
         buf = self.alloc_sweep(dtype, self.granule(dtype) * ITEMSIZE[dtype])
         for variant in ("rw", "ro"):
-            for kernel in self._k.SHAPE.variants(variant, dram=True):  # every shape a run may try
+            for kernel in self._k.SHAPE.every_variant(variant):  # every shape a run may try
                 for fmas in (0, 1):  # two code paths in each kernel
                     self.sweep_launch(buf, fmas, variant, buf.elements, kernel=kernel).run()
 

@@ -210,6 +210,10 @@ class KernelShape:
                 out += [LoopVariant("rw", vb, d.chains, nt, p) for nt in (False, True) for p in (0, PREFETCH_BYTES)]
         return list(dict.fromkeys(out))
 
+    def every_variant(self, loop: str) -> list[LoopVariant]:
+        """Every shape of `loop` a run may try, at any level (the default first)."""
+        return list(dict.fromkeys(self.variants(loop, dram=False) + self.variants(loop, dram=True)))
+
     def to_dict(self) -> dict:
         return {"isa": self.isa.name, "cpu": self.isa.cpu, "vector_bits": self.isa.vector_bits,
                 "vector_registers": self.isa.registers,
