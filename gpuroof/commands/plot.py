@@ -19,10 +19,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", type=args_t.formats, default=("png",), dest="formats",
                    help="png (default), svg or pdf; several joined by commas, e.g. png,pdf")
     p.add_argument("--out", default=None, help="directory for the figures (default RUN_DIR/figures)")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=main)
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     import sys
 
     run = as_run(args.run_dir)

@@ -34,11 +34,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
                         "(default results/<device>/profile/<FUNCTION>-b<N>/)")
     p.add_argument("--format", type=args_t.str_list, default=["png"], help="figure formats (png, svg, pdf)")
     p.add_argument("--json", action="store_true", help="stdout is exactly one JSON document")
-    p.set_defaults(func=main_profile)
+    p.set_defaults(func=main)
     return p
 
 
-def main_profile(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from gpuroof.plots import check_formats
 
     formats = check_formats(args.format)
