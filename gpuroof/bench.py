@@ -187,10 +187,10 @@ class Rotation:
 
 def check_fits(backend: Backend, cases: list[Case]) -> None:
     """UsageError, one line, for the first case whose arrays do not fit the device (or the host)."""
-    from gpuroof.backends.cpu import _meminfo_available
+    from gpuroof.backends.cpu.device import meminfo_available
 
     free_dev = backend.free_memory_bytes()
-    free_host = free_dev if backend.name == "cpu" else _meminfo_available()
+    free_host = free_dev if backend.name == "cpu" else meminfo_available()
     for case in cases:
         if case.dtype not in backend.dtypes():
             raise UsageError(f"{case.name} {case.label}: dtype {case.dtype} is not supported by the "
