@@ -9,7 +9,7 @@ from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json
 from gpuroof.profiling.tables import module_table
-from gpuroof.results import results_root
+from gpuroof.results import check_out_dir, results_root
 from gpuroof.results import slug
 from gpuroof.profile import REPS, load_model, profile_model
 
@@ -42,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
     from gpuroof.plots import check_formats
 
     formats = check_formats(args.format)
+    if args.out:
+        check_out_dir(args.out)  # refused before the model is loaded and timed
     model, inputs, name = load_model(args.model, args.batch)
     if args.backward:
         name += "-backward"
