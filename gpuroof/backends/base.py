@@ -13,7 +13,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from gpuroof.hostbound import Timing
-    from gpuroof.matrix import Gemm
 
 #: The sweep kernel's constants, passed as kernel arguments so the compiler cannot fold them.
 #: With a = -1 every FMA v*a + b is exact in every dtype, so the closed form is exact too:
@@ -208,8 +207,8 @@ class Backend:
         """Square GEMM sizes the matrix phase tries, smallest first."""
         raise NotImplementedError
 
-    def gemm(self, unit: str, n: int) -> "Gemm":
-        """One prepared n×n GEMM of `unit`, with its own check."""
+    def gemm(self, unit: str, n: int) -> Any:
+        """One prepared n×n GEMM of `unit` with its own check (a gpuroof.matrix.Gemm)."""
         raise NotImplementedError
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
