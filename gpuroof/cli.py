@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import signal
-from importlib import import_module
 import sys
 import threading
 import traceback
 from typing import Callable
 
 from gpuroof import __version__
+from gpuroof.commands import (bench, check, compare, info, measure, merge, plot, profile, report, run,
+                              show)
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.output import emit_json, emitted, json_mode
 from gpuroof.results import RESULTS_ENV, results_dir
@@ -23,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: The subcommands in the order `gpuroof --help` lists them, one module of gpuroof/commands/ each.
-COMMANDS = ("info", "measure", "run", "bench", "plot", "report", "compare", "check", "merge", "profile", "show")
+COMMANDS = (info, measure, run, bench, plot, report, compare, check, merge, profile, show)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where run directories go and are looked up (default ${RESULTS_ENV}, else ./results)")
 
     for module in COMMANDS:
-        import_module(f"gpuroof.commands.{module}").register(sub, common)
+        module.register(sub, common)
     for parser in sub.choices.values():  # one contract: --json and --results-dir on every command
         options = {o for a in parser._actions for o in a.option_strings}
         if "--json" not in options:
