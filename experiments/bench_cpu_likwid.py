@@ -137,7 +137,8 @@ def main() -> int:
     if not cc:
         print("bench_cpu_likwid: no C compiler (cc or gcc) for the reference clock chain", file=sys.stderr)
         return 1
-    from gpuroof.backends.cpu import CpuBackend, isa_level
+    from gpuroof.backends.cpu import CpuBackend
+    from gpuroof.backends.cpu.device import isa_level
     from gpuroof.quality import Activity
     from gpuroof.units import text_table
 

@@ -85,7 +85,7 @@ def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str |
             b.close()
     if not loaded.meta.get("ceilings"):
         raise UsageError(f"{loaded.path}: the run has no ceilings (status {loaded.meta.get('status')})")
-    return Roofline.from_dict(loaded.meta["ceilings"]), str(loaded.path)
+    return loaded.ceilings, str(loaded.path)
 
 
 def check_unit(roof: Roofline, unit: object) -> str:
@@ -132,6 +132,19 @@ def _check_backend(backend: object, device: int) -> None:
         if device >= n:
             raise UsageError(f"device={device}: this machine has {n} device(s) for the {backend} backend "
                              f"(allowed: {'0' if n == 1 else f'0..{n - 1}'})")
+
+
+def split_device(backend: object, device: object) -> tuple[object, object]:
+    """(backend, device index) from the two ways of naming a device: `device` as profile() takes it
+    ("auto", "cpu", "cuda", "cuda:N") or an index beside `backend` (kept as an alias)."""
+    if not isinstance(device, str):
+        return backend, device
+    name, _, index = device.partition(":")
+    if name not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (index and name != "cuda"):
+        raise UsageError(f"device={device!r}: allowed an index, 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if isinstance(backend, str) and backend not in ("auto", name):
+        raise UsageError(f"device={device!r} and backend={backend!r} name different backends (give one)")
+    return (backend if name == "auto" else name), int(index or 0)
 
 
 def check_arguments(fn: object, flops: object, bytes: object, name: object, warmup: object,
@@ -223,7 +236,7 @@ class KernelResult:
 
 
 def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: str = "float32",
-                   name: str = "kernel", backend: str | Backend = "auto", device: int = 0,
+                   name: str = "kernel", backend: str | Backend = "auto", device: int | str = 0,
                    ceilings: str | Path | Run | Roofline | None = None,
                    check: Callable[[], bool] | None = None, warmup: int = WARMUP,
                    min_reps: int = MIN_REPS, max_reps: int = MAX_REPS,
@@ -240,7 +253,9 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
     (or the hypervisor) took more than quality.BUSY_LIMIT of the CPUs; the least disturbed window
     is kept and `result.quality` (`result.busy`) says whether it was quiet. Every argument is
     checked before `fn` is first called: a bad one raises UsageError naming it and what is allowed.
+    device: an index of `backend`'s devices, or a device named as profile() names it ("cpu", "cuda:1").
     """
+    backend, device = split_device(backend, device)
     flops, bytes = check_arguments(fn, flops, bytes, name, warmup, min_reps, max_reps, budget_s, check,
                                    device)
     _check_backend(backend, device)
@@ -274,14 +289,20 @@ def measure_kernel(fn: Callable[[], Any], *, flops: float, bytes: float, unit: s
 
 def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = False,
             ceilings: str | Path | Run | None = None, force: bool = False, reps: int = 5,
-            name: str | None = None) -> Any:
+            name: str | None = None, backend: str | None = None) -> Any:
     """Every op of the model's call (and its backward) on the device's measured roofline: FLOPs from
     FlopCounterMode, time from torch.profiler, compulsory bytes; see gpuroof.profile.profile_model.
     `inputs`: a tensor (`model(x)`), a tuple of positional arguments, a dict of keyword arguments
     (`model(**inputs)`, e.g. a tokenizer's output) or a pair (args, kwargs). A torch.compile'd model is
     refused (ValueError). Returns a ProfileResult (`.table`, `.totals`, `.quality`, `.summary()`,
-    `.write(dir)`); needs gpuroof[torch]."""
+    `.write(dir)`); needs gpuroof[torch]. backend= ("cpu", "cuda"), as measure_kernel takes it, is an
+    alias of device=."""
     from gpuroof.profile import profile_model
+
+    if backend is not None:
+        if device not in ("auto", backend) and str(device).partition(":")[0] != backend:
+            raise UsageError(f"device={device!r} and backend={backend!r} name different devices (give one)")
+        device = backend if device == "auto" else device
 
     return profile_model(model, inputs, device=device, backward=backward, ceilings=ceilings, force=force,
                          reps=reps, name=name)

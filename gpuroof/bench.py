@@ -17,7 +17,8 @@ from gpuroof.backends.base import Backend, unwritten
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import Timing, flagged, note as host_bound_note, window_figures
 from gpuroof.quality import Activity, quiet_window, window_quality
-from gpuroof.results import KIND, SCHEMA_VERSION, Run, load_run, results_root, slug, utc_stamp, write_run
+from gpuroof.results import (KIND, SCHEMA_VERSION, Run, check_out_dir, load_run, results_root, slug, utc_stamp,
+                             write_run)
 from gpuroof.roofline import Roofline, place
 from gpuroof.units import fmt_time, si, text_table
 from gpuroof.workloads import CONVENTIONS, Case, plan
@@ -187,10 +188,10 @@ class Rotation:
 
 def check_fits(backend: Backend, cases: list[Case]) -> None:
     """UsageError, one line, for the first case whose arrays do not fit the device (or the host)."""
-    from gpuroof.backends.cpu import _meminfo_available
+    from gpuroof.backends.cpu.device import meminfo_available
 
     free_dev = backend.free_memory_bytes()
-    free_host = free_dev if backend.name == "cpu" else _meminfo_available()
+    free_host = free_dev if backend.name == "cpu" else meminfo_available()
     for case in cases:
         if case.dtype not in backend.dtypes():
             raise UsageError(f"{case.name} {case.label}: dtype {case.dtype} is not supported by the "
@@ -485,10 +486,8 @@ def resolve_target(backend: Backend, ceilings: str | None, out: str | None, forc
         refuse(source, "--ceilings")
     elif out_run is not None:
         source = out_run
-    if out and out_run is None and not Path(out).is_dir():
-        raise UsageError(f"--out {out}: no such directory (allowed: a complete `gpuroof measure` run to add the "
-                         "workloads to, or an existing empty directory for a new run; leave --out out to write "
-                         f"under {results_root()})")
+    if out and out_run is None:
+        check_out_dir(out)  # a new run there: made when the bench starts
     if not ceilings and out_run is None:
         found = newest_run(backend.name, name)
         if found is None:
@@ -499,9 +498,9 @@ def resolve_target(backend: Backend, ceilings: str | None, out: str | None, forc
             res = measure(backend.name, device_index, quick=True, progress=progress)
             found = load_run(res.run_dir)
             if out is None:
-                return Target(Roofline.from_dict(found.meta["ceilings"]), found, found.path, True)
+                return Target(found.ceilings, found, found.path, True)
         source = found
-    roof = Roofline.from_dict(source.meta["ceilings"])
+    roof = source.ceilings
     if out_run is not None:
         return Target(roof, source, out_run.path, True)
     return Target(roof, source, Path(out) if out else _fresh_dir(name), False)

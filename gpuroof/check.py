@@ -441,7 +441,7 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
                               or source.meta.get("backend") != backend.name):
                 raise UsageError(f"--ceilings {ceilings}: measured on {_device(source)}, not on {name!r} "
                                  f"({backend.name}); use --force to use it anyway")
-            roof = Roofline.from_dict(source.meta["ceilings"])  # refused here, before any file is made
+            roof = source.ceilings  # refused here, before any file is made
             if out:
                 run_dir = make_run_dir(out, name)
             else:

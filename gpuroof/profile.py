@@ -12,7 +12,6 @@ import pandas as pd
 from gpuroof.bench import newest_run, same_device
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import note as host_bound_note
-from gpuroof.output import emit_json
 from gpuroof.results import results_root
 from gpuroof.profiling import need_torch as _torch
 from gpuroof.profiling.figure import figure
@@ -24,7 +23,6 @@ from gpuroof.profiling.tables import (COLUMNS, TOP, _aggregate, _model_row, _tab
                                       where_table)
 from gpuroof.results import (Run, atomic_write_bytes, atomic_write_csv, atomic_write_text, dumps, load_run,
                              slug)
-from gpuroof.roofline import Roofline
 from gpuroof.units import fmt_time, si
 
 if TYPE_CHECKING:  # torch is an optional extra (gpuroof[torch]); imported when a model is profiled
@@ -255,7 +253,7 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     dev = _as_device(device)
     backend, device_name, device_desc = device_identity(dev)
     run = resolve_ceilings(backend, device_name, ceilings, force)
-    roof = Roofline.from_dict(run.meta["ceilings"])
+    roof = run.ceilings
     gpu = dev.type == "cuda"
     model = model.to(dev)
     args, kwargs = move_inputs(args, kwargs, dev)

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gpuroof.errors import UsageError
+from gpuroof.roofline import Roofline
 
 SCHEMA_VERSION = 1
 KIND = "gpuroof-run"
@@ -330,11 +331,32 @@ def results_dir(path: str | None) -> Iterator[Path]:
             os.environ[RESULTS_ENV] = old
 
 
-def make_run_dir(out: str | Path | None, device_name: str) -> Path:
-    """`out` itself when given, else <results>/<device-slug>/<UTC timestamp>/; refused if unwritable."""
-    path = Path(out) if out else results_root() / slug(device_name) / utc_stamp()
+def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """The one rule of every --out that names a directory: an existing directory, or a new one made
+    inside a directory that exists (a missing parent is refused before any work, nothing made)."""
+    path = Path(out)
+    if not path.exists() and not path.parent.exists():
+        raise UsageError(f"{flag} {path}: no such directory {path.parent} (--out makes one new directory, "
+                         "inside one that exists)")
+    return path
+
+
+def make_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """`out` made by the rule of `check_out_dir`; refused if unwritable."""
+    path = check_out_dir(out, flag)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: not a writable directory ({e.strerror or e})") from None
+    return path
+
+
+def make_run_dir(out: str | Path | None, device_name: str) -> Path:
+    """`out` itself when given (the rule of `check_out_dir`), else <results>/<device-slug>/<UTC timestamp>/;
+    refused if unwritable."""
+    path = check_out_dir(out) if out else results_root() / slug(device_name) / utc_stamp()
+    try:
+        path.mkdir(parents=not out, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {path}: not a writable directory ({e.strerror or e})") from None
     if not os.access(path, os.W_OK | os.X_OK):  # a probe that leaves no file behind, even when killed
@@ -375,6 +397,23 @@ class Run:
     @property
     def device_name(self) -> str:
         return self.meta["device"].get("name", "?")
+
+    @property
+    def device(self) -> dict:
+        """The device as run.json records it (name, index, and what its peaks need)."""
+        return self.meta["device"]
+
+    @property
+    def ceilings(self) -> Roofline | None:
+        """The measured ceilings as the model reads them; None in a run that has none (not finished)."""
+        c = self.meta.get("ceilings")
+        return Roofline.from_dict(c) if c else None
+
+    @property
+    def quality(self) -> dict:
+        """Whether the numbers are the hardware's ({'ok', 'reasons', 'warnings'}); {} where not judged."""
+        q = self.meta.get("quality")
+        return q if isinstance(q, dict) else {}
 
 
 def load_run(path: str | Path) -> Run:

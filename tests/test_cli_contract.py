@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpuroof import cli
+from gpuroof.commands import show as show_command
 from gpuroof.bench import newest_run
 from gpuroof.results import RESULTS_ENV, results_root
 from gpuroof.results import make_run_dir
@@ -98,7 +99,7 @@ def test_results_dir_is_one_rule(tmp_path, monkeypatch):
     # the CLI's --results-dir wins over the variable while the command runs, and is undone after
     syn = make_synthetic_run(tmp_path / "cli-root" / "synthetic-h100-sxm" / "20260101T000000Z")
     seen = []
-    monkeypatch.setattr(cli, "cmd_show", lambda args: seen.append(results_root()) or 0)
+    monkeypatch.setattr(show_command, "main", lambda args: seen.append(results_root()) or 0)
     assert cli.main(["show", str(syn), "--results-dir", str(tmp_path / "cli-root")]) == 0
     assert seen == [tmp_path / "cli-root"] and results_root() == tmp_path / "elsewhere"
     # the API and bench look up the newest run there

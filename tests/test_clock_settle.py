@@ -1,7 +1,7 @@
 """The measured core clock against the FMA plateau it must explain: re-measured, then dropped."""
 import pytest
 
-from gpuroof.backends.cpu import cpu_theoretical
+from gpuroof.backends.cpu.device import cpu_theoretical
 from gpuroof.measure import measured_clock, settle_clock
 from gpuroof.quality import assess
 

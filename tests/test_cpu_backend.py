@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from gpuroof.backends.base import SWEEP_B
-from gpuroof.backends.cpu import (CpuBackend, cpu_caches, cpu_theoretical, parse_cpuinfo, vector_unit)
+from gpuroof.backends.cpu import CpuBackend
+from gpuroof.backends.cpu.device import cpu_caches, cpu_theoretical, parse_cpuinfo, vector_unit
 from gpuroof.errors import UsageError
 from gpuroof.sweep import check, counts
 

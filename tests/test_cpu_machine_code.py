@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuroof.backends.cpu_isa import kernel_shape, vector_isa
+from gpuroof.backends.cpu.isa import kernel_shape, vector_isa
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
                                 reason="the targets below are x86-64 instruction sets")
@@ -31,7 +31,7 @@ TARGETS = {  # name: (LLVM CPU, features, vector bits the kernels must use)
     "avx2-znver3": ("znver3", BASE + ",-avx512f", 256),
     "avx2-haswell": ("haswell", BASE + ",-avx512f", 256),
     "avx512-znver4": ("znver4", AVX512, 512),
-    # LLVM's tuning prefers ymm on these; gpuroof turns that off (cpu_isa.configure_codegen) ...
+    # LLVM's tuning prefers ymm on these; gpuroof turns that off (isa.configure_codegen) ...
     "avx512-skylake": ("skylake-avx512", AVX512, 512),
     "avx512-emeraldrapids": ("emeraldrapids", AVX512 + ",+avx512fp16,+avx512bf16,+amx-tile", 512),
     # ... unless the features say +prefer-256-bit: then the kernels are shaped for ymm.
@@ -42,7 +42,7 @@ TARGETS = {  # name: (LLVM CPU, features, vector bits the kernels must use)
 COMPILE = r"""
 import json, sys
 from numba import types
-from gpuroof.backends import _cpu_kernels as k
+from gpuroof.backends.cpu import kernels as k
 out = {"shape": k.SHAPE.to_dict(), "asm": {}}
 for dt in ("float32", "float64"):
     t = getattr(types, dt)
@@ -239,7 +239,7 @@ def test_host_target_is_named():
 VARIANTS = r"""
 import json, sys
 from numba import types
-from gpuroof.backends import _cpu_kernels as k
+from gpuroof.backends.cpu import kernels as k
 t = types.float32
 out = {"shape": k.SHAPE.to_dict(), "asm": {}, "variants": {}}
 for loop in ("rw", "ro"):
@@ -255,7 +255,7 @@ json.dump(out, sys.stdout)
 
 @pytest.mark.parametrize("name", ["avx2-znver3", "avx512-znver4"])
 def test_every_tuned_variant_keeps_its_chains_in_registers(name, tmp_path):
-    """The shapes a run may choose (cpu_isa.KernelShape.variants: half width, half the sums,
+    """The shapes a run may choose (isa.KernelShape.variants: half width, half the sums,
     prefetch, non-temporal stores) are held to the same machine code as the default: no spill or
     scalar arithmetic in a hot loop, the variant's width and chains, and the instructions that make
     it what it says (movnt* stores, prefetches)."""

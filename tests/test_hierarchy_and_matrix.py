@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuroof.backends.cpu import CpuBackend, cpu_gemm
+from gpuroof.backends.cpu import CpuBackend
+from gpuroof.backends.cpu.blas import cpu_gemm
 from gpuroof.cli import main
 from gpuroof.errors import UsageError
 from gpuroof.hierarchy import (Level, level_ceilings, parse_levels, plateau_level, working_set_sizes)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gpuroof import quality
-from gpuroof.backends.cpu import cpu_device_name, isa_level
+from gpuroof.backends.cpu.device import cpu_device_name, isa_level
 from gpuroof.bench import newest_run, quality_ok
 from gpuroof.hierarchy import Level, level_ceilings
 from gpuroof.results import load_run, slug, write_run

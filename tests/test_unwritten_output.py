@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gpuroof.backends.base import fill_value, unwritten
-from gpuroof.backends.cpu import CpuBackend, cpu_gemm
+from gpuroof.backends.cpu import CpuBackend
+from gpuroof.backends.cpu.blas import cpu_gemm
 from gpuroof.hierarchy import Level, hierarchy_sweep
 from gpuroof.matrix import matrix_sweep, sample_rows
 from gpuroof.sweep import TOLERANCE, check

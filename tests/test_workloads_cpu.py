@@ -113,7 +113,7 @@ def test_streaming_store_triad_uses_non_temporal_stores():
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the instruction check is for x86 (movnt*)")
     fresh = njit(parallel=True, fastmath=True, boundscheck=False)(k.triad_nt.py_func)  # no disk cache
-    from gpuroof.backends.cpu import aligned_empty
+    from gpuroof.backends.cpu.device import aligned_empty
 
     a, b, c = aligned_empty(64, np.float32, k.NT_BYTES), np.ones(64, np.float32), np.ones(64, np.float32)
     fresh(a, b, c, np.float32(0.5), 1)

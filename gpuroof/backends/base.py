@@ -65,8 +65,11 @@ def unwritten(xp: Any, arr: Any) -> int:
 #: GPU: shared, l1, l2, dram); `shared` comes from its own kernel, not from the working-set sweep.
 LEVELS = ("shared", "l1", "l2", "l3", "dram")
 
+
 @dataclass(frozen=True)
 class Level:
+    """One level of a device's memory hierarchy, as the working-set sweep sees it."""
+
     name: str
     capacity_bytes: int | None  # what the working set can occupy at this level (all cores / SMs)
     note: str = ""
@@ -133,7 +136,7 @@ class Launch:
 
 
 class Backend:
-    """Interface; see cpu.py and the cuda package."""
+    """Interface; the cpu and cuda packages implement it."""
 
     name: str = "base"
     xp: Any = np  # array module (numpy or cupy)
@@ -162,8 +165,9 @@ class Backend:
         timed window."""
 
     def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
-                     passes: int = 1) -> Launch:
-        """Prepare one launch over the first `elements` of `buf`, streamed `passes` times."""
+                     passes: int = 1, kernel: Any = None) -> Launch:
+        """Prepare one launch over the first `elements` of `buf`, streamed `passes` times; `kernel`:
+        one of `kernel_variants` (None: the backend's own shape)."""
         raise NotImplementedError
 
     def kernel_variants(self, variant: str, working_set_bytes: int) -> list:
@@ -177,10 +181,35 @@ class Backend:
         runs a partial, guarded step (which does every FMA for only part of the threads)."""
         return buf.granule
 
-    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int) -> Launch:
+    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int, kernel: Any = None) -> Launch:
         """One launch of the working-set sweep: every element of the first `elements` read about
         `passes` times; its `passes` says how many exactly."""
-        return self.sweep_launch(buf, 0, "ro", elements, passes)
+        return self.sweep_launch(buf, 0, "ro", elements, passes, kernel=kernel)
+
+    def cache_levels(self) -> list[Level]:
+        """The levels the working-set sweep can reach, smallest first, `dram` (capacity None) last."""
+        raise NotImplementedError
+
+    def hierarchy_bytes_per_launch(self) -> int:
+        """Bytes one working-set launch streams: enough that launch overhead is noise at every level."""
+        raise NotImplementedError
+
+    def shared_bandwidth(self, *, budget_s: float, min_reps: int, max_reps: int) -> dict:
+        """Shared-memory read bandwidth, on a device whose cache_levels name `shared`:
+        {'times_s', 'bytes', 'rel_error', ...}."""
+        raise NotImplementedError(f"{self.name}: no shared memory")
+
+    def matrix_units(self) -> tuple[str, ...]:
+        """The GEMM units (dtypes, tf32, ...) the matrix phase measures."""
+        raise NotImplementedError
+
+    def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
+        """Square GEMM sizes the matrix phase tries, smallest first."""
+        raise NotImplementedError
+
+    def gemm(self, unit: str, n: int) -> Any:
+        """One prepared n×n GEMM of `unit` with its own check (a gpuroof.matrix.Gemm)."""
+        raise NotImplementedError
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from gpuroof.errors import UsageError
 from gpuroof.plots.common import FORMATS
 from gpuroof.units import parse_bytes
 
@@ -69,3 +70,16 @@ def percentage(below: float, example: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text!r}: a percentage in [0, {below:g})")
         return v / 100
     return parse
+
+
+def devices(args: argparse.Namespace) -> list[int]:
+    """The device indices --device names (an index, or all of them), checked against the backend."""
+    from gpuroof.backends import device_count
+
+    n = device_count(args.backend)
+    if args.device == "all":
+        return list(range(n))
+    if args.device >= n:
+        raise UsageError(f"--device {args.device}: this machine has {n} device(s) for the "
+                         f"{args.backend} backend (allowed: 0..{n - 1} or all)")
+    return [args.device]

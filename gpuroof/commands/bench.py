@@ -39,11 +39,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
     b.add_argument("--out", default=None,
                    help="a complete measure run directory to add the workloads to, or a new directory")
     b.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
-    b.set_defaults(func=main_bench)
+    b.set_defaults(func=main)
     return b
 
 
-def main_bench(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from gpuroof.backends import check_index, get_backend
 
     shape = parse_shape(args.shape)

@@ -39,10 +39,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "measure them now, quick)")
     p.add_argument("--out", default=None, help="when measuring now: the new run's directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_check)
+    p.set_defaults(func=main)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     baseline = load_cases(args.baseline, "baseline")
     refuse_busy(baseline, "baseline", args.allow_busy)  # before anything is measured now
     if args.current and Path(args.current).resolve() in (baseline.run.path.resolve(),

@@ -37,10 +37,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=PCT, default=SICK_THRESHOLD, metavar="PCT",
                    help="flag a ceiling this many percent below the median of all runs of the same "
                         f"device model, given 3 or more (default {SICK_THRESHOLD * 100:g})")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=main)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     if args.plot:
         plot_format(args.plot)
         for target in plot_paths(args.plot):

@@ -16,10 +16,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="directories searched for run directories")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="FILE.csv or FILE.parquet (Parquet needs pyarrow)")
-    p.set_defaults(func=cmd_merge)
+    p.set_defaults(func=main)
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     out_format(args.out)  # refuse a bad --out before reading anything
     check_out_file(args.out)
     m = merge(args.dirs)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
 from gpuroof.plots.common import as_run
+from gpuroof.results import make_out_dir
 from gpuroof.plots import (WHAT, _write)
 
 
@@ -19,16 +19,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", type=args_t.formats, default=("png",), dest="formats",
                    help="png (default), svg or pdf; several joined by commas, e.g. png,pdf")
     p.add_argument("--out", default=None, help="directory for the figures (default RUN_DIR/figures)")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=main)
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     import sys
 
     run = as_run(args.run_dir)
-    out = Path(args.out) if args.out else run.path / "figures"
+    out = make_out_dir(args.out) if args.out else run.path / "figures"
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
     written, skipped = _write(run, args.formats, out, args.what)

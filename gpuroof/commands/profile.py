@@ -9,7 +9,7 @@ from gpuroof.commands import args as args_t
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json
 from gpuroof.profiling.tables import module_table
-from gpuroof.results import results_root
+from gpuroof.results import check_out_dir, results_root
 from gpuroof.results import slug
 from gpuroof.profile import REPS, load_model, profile_model
 
@@ -34,14 +34,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
                         "(default results/<device>/profile/<FUNCTION>-b<N>/)")
     p.add_argument("--format", type=args_t.str_list, default=["png"], help="figure formats (png, svg, pdf)")
     p.add_argument("--json", action="store_true", help="stdout is exactly one JSON document")
-    p.set_defaults(func=main_profile)
+    p.set_defaults(func=main)
     return p
 
 
-def main_profile(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from gpuroof.plots import check_formats
 
     formats = check_formats(args.format)
+    if args.out:
+        check_out_dir(args.out)  # refused before the model is loaded and timed
     model, inputs, name = load_model(args.model, args.batch)
     if args.backward:
         name += "-backward"

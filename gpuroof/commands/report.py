@@ -19,7 +19,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "runs (what compare and merge read): one lab page")
     p.add_argument("--out", default=None,
                    help="page file (default DIR/report.html for a run, DIR/lab.html for a directory of runs)")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=main)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -28,7 +28,7 @@ def is_run_dir(path: str | Path) -> bool:
     return p.is_file() or (p / "run.json").exists()
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     if args.out and not Path(args.out).is_dir():
         from gpuroof.results import check_out_file
 

@@ -2,14 +2,26 @@
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import pandas as pd
 
 from gpuroof.units import fmt_time
 
-if TYPE_CHECKING:
-    from gpuroof.profile import ProfileResult
+
+class ProfileResult(Protocol):
+    """What the figure reads of a profile (gpuroof.profile.ProfileResult is one)."""
+
+    name: str
+    totals: dict
+    device: dict
+    meta: dict
+
+    def rows(self, kind: str) -> pd.DataFrame: ...
+
+    @property
+    def quality(self) -> dict: ...
+
 
 #: Marker area (points²) of an op type holding all of its model's time; the area scales with the share.
 FULL_AREA = 900.0

@@ -87,7 +87,7 @@ def device_bytes(p: StreamParams) -> int:
 
 
 def _cpu_arrays(p: StreamParams, x: dict) -> tuple:
-    from gpuroof.backends.cpu import aligned_empty
+    from gpuroof.backends.cpu.device import aligned_empty
     from gpuroof.workloads import _cpu_kernels as k
 
     a, b, c = (aligned_empty(p.elements, p.dtype, k.NT_BYTES) for _ in range(3))

@@ -7,11 +7,11 @@ Backend interface for one device.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from gpuroof.backends.base import Backend, Launch, SweepBuffers
+from gpuroof.backends.base import Backend, Launch, Level, SweepBuffers
 from gpuroof.backends.cuda import blas, device as dev
 from gpuroof.backends.cuda.device import import_cupy, parse_cc, theoretical_peaks  # noqa: F401  (re-exported)
 from gpuroof.backends.cuda.kernels import (BLOCK, CUDA_TYPE, SWEEP_FMAS, VECS_PER_THREAD,  # noqa: F401
@@ -23,6 +23,8 @@ from gpuroof.hostbound import Timing
 from gpuroof.errors import UsageError
 from gpuroof.nvml import Nvml
 
+if TYPE_CHECKING:
+    from gpuroof.matrix import Gemm
 
 
 def _device_count(cp: Any) -> int:
@@ -112,7 +114,8 @@ class CudaBackend(Backend):
         self._launches.compile(dtype)
 
     def sweep_launch(self, buf: SweepBuffers, fmas: int, variant: str, elements: int,
-                     passes: int = 1) -> Launch:
+                     passes: int = 1, kernel: Any = None) -> Launch:
+        """One instance per (dtype, variant, FMAs): `kernel` is always None here (no kernel_variants)."""
         return self._launches.sweep(buf, fmas, variant, elements, passes)
 
     def sweep_step(self, buf: SweepBuffers, fmas: int, variant: str) -> int:
@@ -121,14 +124,14 @@ class CudaBackend(Backend):
 
     # -- cache levels and shared memory ------------------------------------------------------------
 
-    def cache_levels(self) -> list:
+    def cache_levels(self) -> list[Level]:
         return dev.cache_levels(self._info)
 
     def hierarchy_bytes_per_launch(self) -> int:
         """4 GiB per launch: about a millisecond even at L2 bandwidth, far above launch overhead."""
         return 4 << 30
 
-    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int) -> Launch:
+    def working_set_launch(self, buf: SweepBuffers, elements: int, passes: int, kernel: Any = None) -> Launch:
         return self._launches.working_set(buf, elements, passes, dev.l1_per_sm(self._info))
 
     def shared_bandwidth(self, *, budget_s: float, min_reps: int, max_reps: int) -> dict:
@@ -150,7 +153,7 @@ class CudaBackend(Backend):
     def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
         return (4096, 8192) if quick else (2048, 4096, 8192, 12288, 16384)
 
-    def gemm(self, unit: str, n: int):
+    def gemm(self, unit: str, n: int) -> "Gemm":
         return blas.gemm(self._cp, self._device, self._stream.synchronize, self.free_memory_bytes(),
                          unit, n)
 

@@ -5,7 +5,7 @@ vectors of the register width, loaded, FMA'd, summed and stored by the intrinsic
 loops over lanes leave the vectors to LLVM's vectorizers, whose result depends on the target and
 the dtype (fully unrolled and left scalar for float64 on AVX2, folded sums scalarized, chains
 spilled to the stack). Explicit vectors leave only register allocation to the compiler, and the
-shape (cpu_isa.kernel_shape) keeps every live vector within the register file.
+shape (isa.kernel_shape) keeps every live vector within the register file.
 """
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ from numba import njit, prange, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from gpuroof.backends.cpu_isa import KernelShape, LoopVariant, configure_codegen, kernel_shape, vector_isa
+from gpuroof.backends.cpu.isa import KernelShape, LoopVariant, configure_codegen, kernel_shape, vector_isa
 
 #: Before the first numba code generation of the process, which the njit(cache=True) decorators
 #: below start: the code generator's features are fixed when it is created.
 VECTOR_WIDTH_REASON = configure_codegen()
-#: Chains and sums of the instruction set numba compiles for (see cpu_isa.kernel_shape): every
+#: Chains and sums of the instruction set numba compiles for (see isa.kernel_shape): every
 #: accumulator of the innermost loops fits the vector register file, so none is spilled to the stack.
 SHAPE: KernelShape = kernel_shape(vector_isa(width_reason=VECTOR_WIDTH_REASON))
 #: The most partial sums per thread of any dtype and variant (float32's): the ro output row size.
 LANES = SHAPE.partial_lanes(4)
-#: Vectors per chunk of each loop of the shape's own kernels (variants: cpu_isa.LoopVariant).
+#: Vectors per chunk of each loop of the shape's own kernels (variants: isa.LoopVariant).
 RW_CHAINS = SHAPE.rw_chains  # read-write FMA loop (and the copy loop, fmas = 0)
 RO_CHAINS = SHAPE.ro_chains  # read-only FMA loop
 RO_SUMS = SHAPE.ro_sums  # running sums the ro chains are folded into (RO_CHAINS == 2 * RO_SUMS)
