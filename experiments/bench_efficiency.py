@@ -129,13 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             write_run(source.path, meta, {})
             target = Target(roof, load_run(source.path), source.path, True)
         else:
-            from gpuroof.bench import _fresh_dir
-            from gpuroof.results import make_run_dir
+            from gpuroof.results import fresh_run_dir, make_run_dir
 
             source.meta["ceilings"] = ceilings  # the new run records the ceilings it was placed on
             source.meta["ceilings_added"] = added
-            run_dir = _fresh_dir(name)
-            make_run_dir(str(run_dir), name)
+            run_dir = make_run_dir(fresh_run_dir(name), name, chosen=True)
             target = Target(roof, source, run_dir, False)
         run_dir = save(target, backend, table, argv_record, size=args.size, ceilings_added=added)
     except UsageError as e:

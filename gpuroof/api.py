@@ -83,8 +83,8 @@ def load_roofline(run: str | Path | Run | Roofline | None = None, backend: str |
     finally:
         if owned:
             b.close()
-    if not loaded.meta.get("ceilings"):
-        raise UsageError(f"{loaded.path}: the run has no ceilings (status {loaded.meta.get('status')})")
+    if loaded.ceilings is None:
+        raise UsageError(f"{loaded.path}: the run has no ceilings (status {loaded.status})")
     return loaded.ceilings, str(loaded.path)
 
 

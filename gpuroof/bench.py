@@ -17,7 +17,7 @@ from gpuroof.backends.base import Backend, unwritten
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import Timing, flagged, note as host_bound_note, window_figures
 from gpuroof.quality import Activity, quiet_window, window_quality
-from gpuroof.results import (KIND, SCHEMA_VERSION, Run, check_out_dir, load_run, results_root, slug, utc_stamp,
+from gpuroof.results import (KIND, SCHEMA_VERSION, Run, check_out_dir, fresh_run_dir, load_run, results_root, slug,
                              write_run)
 from gpuroof.roofline import Roofline, place
 from gpuroof.units import fmt_time, si, text_table
@@ -409,7 +409,7 @@ def write_into_run(run_dir: str | Path, table: pd.DataFrame, **extra: Any) -> di
 
 
 def _is_complete(run: Run) -> bool:
-    return run.meta.get("status") == "complete" and bool(run.meta.get("ceilings"))
+    return run.measured
 
 
 def same_device(run: Run, backend_name: str, device_name: str) -> bool:
@@ -439,16 +439,6 @@ def newest_run(backend_name: str, device_name: str, root: str | Path | None = No
         if best is None or key >= best[0]:
             best = (key, run)
     return best[1] if best else None
-
-
-def _fresh_dir(device_name: str) -> Path:
-    base = results_root() / slug(device_name)
-    path = base / utc_stamp()
-    i = 1
-    while (path / "run.json").exists():
-        path = base / f"{utc_stamp()}-{i}"
-        i += 1
-    return path
 
 
 @dataclass
@@ -503,7 +493,7 @@ def resolve_target(backend: Backend, ceilings: str | None, out: str | None, forc
     roof = source.ceilings
     if out_run is not None:
         return Target(roof, source, out_run.path, True)
-    return Target(roof, source, Path(out) if out else _fresh_dir(name), False)
+    return Target(roof, source, Path(out) if out else fresh_run_dir(name), False)
 
 
 def new_run_meta(backend: Backend, source: Run, argv: list[str]) -> dict:

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.results import results_root
 from gpuroof.quality import busy_reasons
 from gpuroof.results import Run, load_run
 from gpuroof.units import fmt_time, text_table
@@ -418,8 +417,7 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
     """
     from gpuroof.backends import get_backend
     from gpuroof.bench import SAMPLE_COLUMNS, bench_cases, new_run_meta, workloads_summary, write_into_run
-    from gpuroof.results import make_run_dir, slug, utc_stamp, write_run
-    from gpuroof.roofline import Roofline
+    from gpuroof.results import fresh_run_dir, make_run_dir, write_run
 
     cases = baseline_cases(baseline)
     settings = bench_settings(baseline.run.meta)
@@ -435,17 +433,13 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
                              f"this machine runs {name!r} ({backend.name}); use --force to compare anyway")
         if ceilings:
             source = load_run(ceilings)
-            if source.meta.get("status") != "complete" or not source.meta.get("ceilings"):
+            if not source.measured:
                 raise UsageError(f"--ceilings {ceilings}: the run is not complete or has no ceilings")
-            if not force and ((source.meta.get("device") or {}).get("name") != name
-                              or source.meta.get("backend") != backend.name):
+            if not force and (source.device.get("name") != name or source.backend != backend.name):
                 raise UsageError(f"--ceilings {ceilings}: measured on {_device(source)}, not on {name!r} "
                                  f"({backend.name}); use --force to use it anyway")
             roof = source.ceilings  # refused here, before any file is made
-            if out:
-                run_dir = make_run_dir(out, name)
-            else:
-                run_dir = make_run_dir(str(results_root() / slug(name) / f"{utc_stamp()}-check"), name)
+            run_dir = make_run_dir(out, name) if out else make_run_dir(fresh_run_dir(name, "-check"), name, chosen=True)
             meta = new_run_meta(backend, source, argv)
             write_run(run_dir, meta, {})  # partial until the cases are timed
             table = bench_cases(backend, roof, cases, settings, progress)
@@ -457,7 +451,7 @@ def run_current(baseline: Cases, backend_name: str, device: int, out: str | None
         from gpuroof.measure import measure
 
         res = measure(backend_name, device, quick=True, out=out, progress=progress, argv=argv)
-        table = bench_cases(backend, Roofline.from_dict(res.meta["ceilings"]), cases, settings, progress)
+        table = bench_cases(backend, res.ceilings, cases, settings, progress)
         write_into_run(res.run_dir, table, ceilings_source=str(res.run_dir), **extra)
         return load_run(res.run_dir)
     finally:

@@ -7,12 +7,12 @@ inputs on a sample of rows before its time counts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from gpuroof.backends.base import Gemm, rel_error, sample_rows  # noqa: F401  (the GEMM a backend prepares)
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
 from gpuroof.quality import BUSY_RETRIES, quiet_window
@@ -25,43 +25,6 @@ TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "tf32": 1e-2, "float16": 5e-3, "
 
 #: The rate has plateaued when the largest size gains less than this over the best smaller one.
 PLATEAU_GAIN = 0.02
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """One prepared n×n×n GEMM: `run()` blocks; `check()` returns the relative error of the output."""
-
-    unit: str
-    n: int
-    run: Callable[[], None]
-    check: Callable[[], float]
-    itemsize_in: int
-    itemsize_out: int
-    layout: str = "NN"  # the library's operation pair (cuBLAS column-major: transa, transb)
-    #: C (host or device array), filled with backends.base.fill_value before the first run: `check`
-    #: fails when any element of it is left unwritten, sampled row or not.
-    output: Any = None
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.n ** 3  # n² outputs, n multiply-adds each; an FMA counts 2
-
-    @property
-    def bytes(self) -> int:
-        """Compulsory traffic: A and B read once, C written once."""
-        return 2 * self.n * self.n * self.itemsize_in + self.n * self.n * self.itemsize_out
-
-
-def sample_rows(n: int, rows: int = 8) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, rows).astype(np.int64))
-
-
-def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
-    if not np.all(np.isfinite(got)):
-        return float("inf")
-    scale = float(np.max(np.abs(ref))) or 1.0
-    err = float(np.max(np.abs(got - ref))) / scale
-    return err if np.isfinite(err) else float("inf")
 
 
 def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *, budget_s: float,

@@ -92,6 +92,11 @@ class MeasureResult:
     meta: dict
     points: pd.DataFrame
 
+    @property
+    def ceilings(self) -> Roofline:
+        """The ceilings just measured, as the model reads them."""
+        return Roofline.from_dict(self.meta["ceilings"])
+
 
 def plateau_clocks(points: pd.DataFrame, plateaus: dict, matrix: pd.DataFrame | None = None) -> dict:
     """SM clock (MHz) recorded during each compute ceiling's own plateau: the median over the points

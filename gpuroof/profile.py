@@ -189,7 +189,7 @@ def resolve_ceilings(backend: str, device_name: str, ceilings: str | Path | Run 
                              f"run `gpuroof measure --backend {backend}` first, or pass a run directory")
     else:
         run = ceilings if isinstance(ceilings, Run) else load_run(ceilings)
-    if run.meta.get("status") != "complete" or not run.meta.get("ceilings"):
+    if not run.measured:
         raise UsageError(f"{arg} {run.path}: the run is not complete or has no ceilings")
     if not force and not same_device(run, backend, device_name):
         raise UsageError(f"{arg} {run.path}: measured on {run.meta['device'].get('name')!r} "

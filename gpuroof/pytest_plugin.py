@@ -296,6 +296,7 @@ def load_or_measure(settings: Settings, backend: Any, say: Callable[[str], None]
             while out.exists():
                 out = out.with_name(f"{utc_stamp()}-{n}")
                 n += 1
+            out.parent.mkdir(parents=True, exist_ok=True)  # the cache's own layout; --out's rule is the CLI's
             res = measure(backend.name, settings.device, list(settings.dtypes) or None, settings.quick,
                           out=str(out), argv=["pytest", "--gpuroof"], progress=False,
                           levels=settings.levels, matrix=settings.matrix)

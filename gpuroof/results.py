@@ -351,17 +351,32 @@ def make_out_dir(out: str | Path, flag: str = "--out") -> Path:
     return path
 
 
-def make_run_dir(out: str | Path | None, device_name: str) -> Path:
-    """`out` itself when given (the rule of `check_out_dir`), else <results>/<device-slug>/<UTC timestamp>/;
-    refused if unwritable."""
-    path = check_out_dir(out) if out else results_root() / slug(device_name) / utc_stamp()
+def fresh_run_dir(device_name: str, suffix: str = "") -> Path:
+    """A path no run holds yet: <results>/<device-slug>/<UTC timestamp><suffix>, numbered when taken
+    (nothing is made here)."""
+    base = results_root() / slug(device_name)
+    path = base / f"{utc_stamp()}{suffix}"
+    i = 1
+    while (path / "run.json").exists():
+        path = base / f"{utc_stamp()}{suffix}-{i}"
+        i += 1
+    return path
+
+
+def make_run_dir(out: str | Path | None, device_name: str, *, chosen: bool = False) -> Path:
+    """The run directory, made: `out` by the rule of `check_out_dir`, or with `chosen` a path gpuroof
+    chose itself (fresh_run_dir; the user's --out already checked), its parents made; with no `out` a
+    fresh one under the results directory. Refused if unwritable or, for a user's --out, if a run is
+    already there."""
+    given = bool(out) and not chosen
+    path = check_out_dir(out) if given else Path(out) if out else fresh_run_dir(device_name)
     try:
-        path.mkdir(parents=not out, exist_ok=True)
+        path.mkdir(parents=not given, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {path}: not a writable directory ({e.strerror or e})") from None
     if not os.access(path, os.W_OK | os.X_OK):  # a probe that leaves no file behind, even when killed
         raise UsageError(f"--out {path}: not a writable directory (permission denied or read-only)")
-    if (path / "run.json").exists() and out:
+    if (path / "run.json").exists() and given:
         raise UsageError(f"--out {path}: already holds a run (run.json); choose an empty directory")
     return path
 
@@ -408,6 +423,19 @@ class Run:
         """The measured ceilings as the model reads them; None in a run that has none (not finished)."""
         c = self.meta.get("ceilings")
         return Roofline.from_dict(c) if c else None
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status", "?"))
+
+    @property
+    def measured(self) -> bool:
+        """Complete, with measured ceilings: a run others can be placed on."""
+        return self.status == "complete" and bool(self.meta.get("ceilings"))
+
+    @property
+    def backend(self) -> str | None:
+        return self.meta.get("backend")
 
     @property
     def quality(self) -> dict:

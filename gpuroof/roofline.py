@@ -59,6 +59,17 @@ class Roofline:
     def bound(self, intensity: float, unit: str, level: str = "dram") -> str:
         return "memory" if intensity < self.ridge(unit, level) else "compute"
 
+    def reference_level(self) -> str | None:
+        """The level ridge points are taken against: DRAM, or the slowest level the roofline has."""
+        bw = self.bandwidth
+        return "dram" if "dram" in bw else (min(bw, key=bw.get) if bw else None)
+
+    def ridges(self, level: str | None = None) -> dict[str, float]:
+        """Ridge intensity of every compute unit against `level` (default: reference_level); {} when
+        the roofline has no such level."""
+        level = level or self.reference_level()
+        return {u: self.ridge(u, level) for u in self.compute} if level in self.bandwidth else {}
+
     def to_dict(self) -> dict:
         return {"bandwidth": dict(self.bandwidth), "compute": dict(self.compute)}
 
@@ -72,6 +83,23 @@ class Roofline:
                     raise UsageError(f"ceilings {kind}[{k!r}]={v!r}: a finite number > 0, or null")
         return cls(bandwidth={k: float(v) for k, v in d["bandwidth"].items() if v is not None},
                    compute={k: float(v) for k, v in d["compute"].items() if v is not None})
+
+
+def known(ceilings: dict | None) -> Roofline:
+    """The roofline of a ceilings map as run.json holds it (measured or theoretical): every finite
+    positive entry; a null, missing or unknown one is left out (a theoretical bandwidth nobody
+    publishes, a unit that failed)."""
+    def rates(kind: str) -> dict[str, float]:
+        out = {}
+        for k, v in ((ceilings or {}).get(kind) or {}).items():
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                continue
+            if not isinstance(v, bool) and math.isfinite(f) and f > 0:
+                out[str(k)] = f
+        return out
+    return Roofline(bandwidth=rates("bandwidth"), compute=rates("compute"))
 
 
 @dataclass(frozen=True)

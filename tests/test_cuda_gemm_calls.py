@@ -1,4 +1,4 @@
-"""The cuBLAS calls the CUDA workloads make, checked without a GPU: argument order, strides, batching.
+"""The cuBLAS calls the CUDA workloads and the matrix units make (one wrapper, backends/cuda/blas.py), checked without a GPU: argument order, strides, batching.
 
 A recorded-call fake stands in for CuPy's cuBLAS bindings and replays each recorded call with
 cuBLAS's column-major semantics in NumPy, on the host buffers the pointers name. That proves the
@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+from gpuroof.backends.cuda import blas
 from gpuroof.workloads import _cuda
 from gpuroof.workloads.conv2d import Conv2dParams, im2col_grid
 from gpuroof.errors import UsageError
@@ -53,12 +54,13 @@ class RecordingCublas:
                 continue
             (_, _, ta, tb, m, n, k, alpha, A, _, lda, sa, B, _, ldb, sb, beta, C, _, ldc, sc, batch,
              compute, _) = call
-            assert ta == tb == 0  # no transposes: the swap does it
-            scalar = ctypes.c_double if compute == 70 else ctypes.c_float
+            assert tb == 0 and ta in (0, 1)  # the swap does NN; TN reads a B stored transposed
+            scalar = {70: ctypes.c_double, 72: ctypes.c_int32}.get(compute, ctypes.c_float)
             al, be = scalar.from_address(alpha).value, scalar.from_address(beta).value
             a, b, c = self.memory[A], self.memory[B], self.memory[C]
             for i in range(batch):
-                ai = np.array([[a[i * sa + r + col * lda] for col in range(k)] for r in range(m)])
+                ai = np.array([[a[i * sa + (col + r * lda if ta else r + col * lda)] for col in range(k)]
+                               for r in range(m)])
                 bi = np.array([[b[i * sb + r + col * ldb] for col in range(n)] for r in range(k)])
                 ci = al * ai @ bi
                 for r in range(m):
@@ -74,7 +76,7 @@ def fake(monkeypatch):
         cp = types.SimpleNamespace(cuda=types.SimpleNamespace(device=types.SimpleNamespace(
             get_cublas_handle=lambda: 7)))
         monkeypatch.setattr(_cuda, "cupy", lambda: cp)
-        monkeypatch.setattr(_cuda, "_cublas", lambda: cublas)
+        monkeypatch.setattr(blas, "cublas_module", lambda: cublas)
         return cublas
     return install
 
@@ -110,12 +112,38 @@ def test_a_2d_gemm_is_one_gemmex_and_the_modes_are_set_by_the_setup(fake):
 
 
 def test_gemm_strides_refuse_shapes_that_do_not_multiply():
-    assert _cuda.gemm_strides((3, 4), (7, 4, 5), (7, 3, 5)) == (3, 5, 4, 7, 0, 20)
-    assert _cuda.gemm_strides((7, 3, 4), (4, 5), (7, 3, 5)) == (3, 5, 4, 7, 12, 0)
+    assert blas.gemm_strides((3, 4), (7, 4, 5), (7, 3, 5)) == (3, 5, 4, 7, 0, 20)
+    assert blas.gemm_strides((7, 3, 4), (4, 5), (7, 3, 5)) == (3, 5, 4, 7, 12, 0)
     with pytest.raises(ValueError, match="do not multiply"):
-        _cuda.gemm_strides((3, 4), (5, 5), (3, 5))
+        blas.gemm_strides((3, 4), (5, 5), (3, 5))
     with pytest.raises(ValueError, match="batch entries"):
-        _cuda.gemm_strides((6, 3, 4), (4, 5), (7, 3, 5))
+        blas.gemm_strides((6, 3, 4), (4, 5), (7, 3, 5))
+
+
+@pytest.mark.parametrize("kind", ["tf32", "int8"])
+def test_a_tn_gemm_reads_b_stored_transposed_and_gives_the_same_product(fake, kind):
+    """The matrix units' TN layout (int8, tf32) through the same call: B^T stored row-major, op T."""
+    rng = np.random.default_rng(2)
+    store_in, store_out = ("int8", "int32") if kind == "int8" else ("float32", "float32")
+    a = rng.integers(-8, 8, (3, 5)).astype(store_in)
+    b = rng.integers(-8, 8, (5, 4)).astype(store_in)
+    ha, hbt = HostArray(a), HostArray(np.ascontiguousarray(b.T))
+    c = HostArray(np.zeros((3, 4), store_out))
+    cublas = fake(ha, hbt, c)
+    blas.gemm_call(_cuda.cupy(), ha, hbt, c, kind, "TN")()
+    call = cublas.calls[0]
+    assert call[2:4] == (1, 0) and call[10] == 5  # op T on B^T, its leading dimension k
+    assert call[22] == blas.GEMM_TYPES[kind].compute and call[18] == blas.DATA_TYPE[store_out]
+    cublas.replay()
+    np.testing.assert_array_equal(c.arr, a.astype(np.int64) @ b.astype(np.int64))
+    with pytest.raises(ValueError, match="do not multiply"):
+        blas.gemm_call(_cuda.cupy(), ha, HostArray(b), c, kind, "TN")  # B not stored transposed
+
+
+def test_every_matrix_unit_has_a_gemm_type():
+    assert set(blas.GEMM_LAYOUT) <= set(blas.GEMM_TYPES)
+    assert {t.inputs for t in blas.GEMM_TYPES.values()} | {t.output for t in blas.GEMM_TYPES.values()} \
+        <= set(blas.DATA_TYPE)
 
 
 def test_im2col_grid_is_pixel_tiles_by_images_capped_at_65535():

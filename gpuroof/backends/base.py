@@ -6,10 +6,14 @@ so host-side code never has to think about asynchrony.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
+
+from gpuroof.errors import UsageError
 
 if TYPE_CHECKING:
     from gpuroof.hostbound import Timing
@@ -98,6 +102,29 @@ class SweepBuffers:
     elements: int  # size of x and out
     granule: int  # elements processed must be a multiple of this
     extra: dict = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+def check_reps(warmup: int, min_reps: int, max_reps: int, budget_s: float) -> None:
+    """What every timer accepts: warmup >= 0, 1 <= min_reps <= max_reps, budget_s >= 0."""
+    if warmup < 0:
+        raise UsageError(f"warmup {warmup}: must be >= 0")
+    if min_reps < 1 or max_reps < min_reps:
+        raise UsageError(f"min_reps {min_reps}, max_reps {max_reps}: need 1 <= min_reps <= max_reps")
+    if budget_s < 0:
+        raise UsageError(f"budget_s {budget_s}: must be >= 0")
+
+
+def repeat(sample: Callable[[], T], *, min_reps: int, max_reps: int, budget_s: float) -> list[T]:
+    """The stop rule every timer shares: take samples until `max_reps`, or until at least `min_reps`
+    and `budget_s` seconds of wall time from the first one."""
+    out: list[T] = []
+    deadline = time.perf_counter() + budget_s
+    while len(out) < max_reps and (len(out) < min_reps or time.perf_counter() < deadline):
+        out.append(sample())
+    return out
 
 
 def _nothing() -> None:
@@ -207,8 +234,8 @@ class Backend:
         """Square GEMM sizes the matrix phase tries, smallest first."""
         raise NotImplementedError
 
-    def gemm(self, unit: str, n: int) -> Any:
-        """One prepared n×n GEMM of `unit` with its own check (a gpuroof.matrix.Gemm)."""
+    def gemm(self, unit: str, n: int) -> "Gemm":
+        """One prepared n×n GEMM of `unit` with its own check."""
         raise NotImplementedError
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
@@ -253,3 +280,47 @@ class Backend:
 
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One prepared n×n×n GEMM: `run()` blocks; `check()` returns the relative error of the output."""
+
+    unit: str
+    n: int
+    run: Callable[[], None]
+    check: Callable[[], float]
+    itemsize_in: int
+    itemsize_out: int
+    layout: str = "NN"  # the library's operation pair (cuBLAS column-major: transa, transb)
+    #: C (host or device array), filled with backends.base.fill_value before the first run: `check`
+    #: fails when any element of it is left unwritten, sampled row or not.
+    output: Any = None
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.n ** 3  # n² outputs, n multiply-adds each; an FMA counts 2
+
+    @property
+    def bytes(self) -> int:
+        """Compulsory traffic: A and B read once, C written once."""
+        return 2 * self.n * self.n * self.itemsize_in + self.n * self.n * self.itemsize_out
+
+
+def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| / max |ref|; inf when anything is not finite or the shapes differ."""
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != ref.shape or not np.all(np.isfinite(got)):
+        return math.inf
+    denom = float(np.max(np.abs(ref))) if ref.size else 0.0
+    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    if denom == 0.0:
+        return 0.0 if err == 0.0 else math.inf
+    return err / denom
+
+
+def sample_rows(total: int, limit: int = 8) -> np.ndarray:
+    """At most `limit` evenly spaced indices in [0, total), first and last included."""
+    if total <= limit:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, limit).round().astype(np.int64))

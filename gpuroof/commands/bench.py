@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
         target = resolve_target(backend, args.ceilings, args.out, args.force, progress, args.device)
         argv = ["gpuroof", *sys.argv[1:]]
         if not target.existing:
-            make_run_dir(str(target.run_dir), backend.device_info().get("name") or backend.name)
+            make_run_dir(target.run_dir, backend.device_info().get("name") or backend.name, chosen=True)  # --out checked
             write_run(target.run_dir, new_run_meta(backend, target.source, argv), {})  # partial
         settings = BenchSettings.preset(args.size, backend.name)
         try:

@@ -31,7 +31,6 @@ def main(args: argparse.Namespace) -> int:
     from gpuroof.measure import measure
     from gpuroof.plots import check_formats, make_figures
     from gpuroof.report import write_report
-    from gpuroof.roofline import Roofline
 
     formats = check_formats(args.format)
     indices = devices(args)
@@ -45,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
         # 2. bench: the workloads timed and placed on the ceilings just measured
         backend = get_backend(args.backend, dev)
         try:
-            table = run_bench(backend, Roofline.from_dict(res.meta["ceilings"]),
+            table = run_bench(backend, res.ceilings,
                               size="small" if args.quick else "default")
         finally:
             backend.close()

@@ -23,13 +23,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
-    if run.meta.get("ceilings"):
+    if run.ceilings is not None:
         missing = [k for k in SUMMARY_KEYS if not isinstance(run.meta.get(k), dict)]
         if missing:
             raise UsageError(f"{run.path / 'run.json'}: field {missing[0]}: missing or not an object "
                              f"(the summary needs {', '.join(SUMMARY_KEYS)})")
-    if not run.meta.get("ceilings"):
-        raise UsageError(f"{args.run_dir}: run is {run.meta['status']} and has no ceilings "
+    if run.ceilings is None:
+        raise UsageError(f"{args.run_dir}: run is {run.status} and has no ceilings "
                          f"({run.meta.get('status_reason', 'not finished')})")
     if args.json:
         emit_json(json_summary(run.meta, run.path))
@@ -74,8 +74,10 @@ def summary_table(meta: dict) -> str:
         spread = ", ".join(f"{k} {v['spread']:.1%}" for k, v in stat["by_ceiling"].items()
                            if isinstance(v, dict) and isinstance(v.get("spread"), (int, float)))
         lines.append(f"ceiling = {stat['statistic']}; spread (p90-p10)/p90: {spread}")
-    lines.append(f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
-                 f"max |dev| {fit['max_abs_deviation']:.3f} over {fit['points']} points"
+    lines.append((f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
+                  f"max |dev| {fit['max_abs_deviation']:.3f} over {fit['points']} points"
+                  if fit.get("points") else "fit to min(P, B*I): no point to fit (none memory-bound from DRAM "
+                                            "and valid, or all left out)")
                  + (f" ({fit['excluded_cache_resident']} cache-resident points near the ridge left out)"
                     if fit.get("excluded_cache_resident") else "")
                  + f"; invalid points: {meta['validation']['invalid']}"

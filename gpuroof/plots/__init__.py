@@ -11,7 +11,7 @@ from gpuroof.plots.common import (FORMATS, PNG_DPI, RC, Drawn, as_run, check_for
 from gpuroof.plots.hierarchy import cache_sizes, hierarchy_figure, hierarchy_samples
 from gpuroof.plots.labels import LabelPlacer, label_box
 from gpuroof.plots.losttime import advice, lost_time, losttime_figure
-from gpuroof.plots.roofline import (MAX_TEXT_LABELS, Roof, draw_roofline, reference_level, ridges, roof_segments,
+from gpuroof.plots.roofline import (MAX_TEXT_LABELS, Roof, draw_roofline, roof_segments,
                                     roofline_figure, short_labels)
 from gpuroof.plots.sweep import sweep_figure
 from gpuroof.plots.telemetry import telemetry_figure
@@ -23,7 +23,7 @@ WHAT = (*FIGURES, "all")
 __all__ = ["FORMATS", "PNG_DPI", "RC", "FIGURES", "WHAT", "Drawn", "LabelPlacer", "MAX_TEXT_LABELS", "Roof", "advice",
            "as_run", "atomic_write_bytes", "cache_sizes", "check_formats", "draw_figures", "draw_roofline",
            "hierarchy_figure", "hierarchy_samples", "label_box", "level_colour", "lost_time", "losttime_figure",
-           "make_figures", "medians", "optional_table", "reference_level", "render", "ridges", "roof_segments",
+           "make_figures", "medians", "optional_table", "render", "roof_segments",
            "roofline_figure", "samples", "short_labels", "sweep_figure", "telemetry_figure", "unit_colour",
            "workload_points"]
 

@@ -113,8 +113,8 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
 def as_run(run: Run | str | Path) -> Run:
     """A loaded run whose sweep finished: ceilings present; UsageError with one line otherwise."""
     r = run if isinstance(run, Run) else load_run(run)
-    if r.meta.get("status") != "complete" or not r.meta.get("ceilings"):
-        raise UsageError(f"{r.path}: run is {r.meta.get('status', '?')} (no measured ceilings); "
+    if not r.measured:
+        raise UsageError(f"{r.path}: run is {r.status} (no measured ceilings); "
                          "nothing to plot, measure again")
     cei = r.meta["ceilings"]
     if not _finite(cei.get("compute", {})) or not _finite(cei.get("bandwidth", {})):

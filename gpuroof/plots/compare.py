@@ -15,6 +15,7 @@ from gpuroof.errors import UsageError
 from gpuroof.plots.common import INVALID_COLOUR, RC, Drawn, _freeze_layout, _log_axis, _new_figure
 from gpuroof.plots.labels import LabelPlacer
 from gpuroof.results import check_out_file
+from gpuroof.roofline import Roofline, known
 from gpuroof.plots.roofline import (GROUND, THEORETICAL_SHOWN, _compute_label, _slope_label, roof_segments,
                                     roofline_axes, unit_name)
 from gpuroof.units import si
@@ -129,17 +130,18 @@ def rooflines_figure(c: "Comparison") -> Drawn:
             t = [float(x) for x in t if isinstance(x, (int, float)) and math.isfinite(x) and x > 0]
             if t:
                 theo[kind][name] = float(np.median(t))
-        level = "dram" if "dram" in meas["bandwidth"] else (
-            min(meas["bandwidth"], key=lambda k: meas["bandwidth"][k][0]) if meas["bandwidth"] else None)
+        median = known({k: {n: v[0] for n, v in meas[k].items()} for k in meas})
+        level = median.reference_level()
         if level is None or not meas["compute"]:
             continue
-        per.append({"model": m, "meas": meas, "theo": theo, "level": level})
+        per.append({"model": m, "meas": meas, "theo": theo, "level": level,
+                    "roof": Roofline(bandwidth={level: median.bandwidth[level]}, compute=median.compute)})
 
-    ridges = [p["meas"]["compute"][u][0] / p["meas"]["bandwidth"][p["level"]][0] for p in per for u in p["meas"]["compute"]]
+    ridges = [x for p in per for x in p["roof"].ridges().values()]
     shown = []
     for p in per:
         med = {k: {n: v[0] for n, v in p["meas"][k].items()} for k in p["meas"]}
-        p["med"] = {"bandwidth": {p["level"]: med["bandwidth"][p["level"]]}, "compute": med["compute"]}
+        p["med"] = p["roof"].to_dict()
         p["shown_theo"] = {
             "compute": {u: t for u, t in p["theo"]["compute"].items()
                         if u in med["compute"] and med["compute"][u] / t < THEORETICAL_SHOWN},
@@ -184,9 +186,9 @@ def rooflines_figure(c: "Comparison") -> Drawn:
                     band = ax.fill_between(bx, lo * bx, np.minimum(hi * bx, r.y[1]), color=m.colour,
                                            alpha=SPREAD_ALPHA, lw=0, zorder=1)
                 band.set_gid(f"spread:{m.tag}:{r.name}")
-            bw = p["med"]["bandwidth"][p["level"]]
-            for u, peak in p["med"]["compute"].items():
-                (dot,) = ax.plot([peak / bw], [peak], marker="o", ms=5, mfc="white", mec=m.colour, mew=1.3,
+            for u, ridge in p["roof"].ridges().items():
+                peak = p["roof"].compute[u]
+                (dot,) = ax.plot([ridge], [peak], marker="o", ms=5, mfc="white", mec=m.colour, mew=1.3,
                                  zorder=5, ls="none")
                 dot.set_gid(f"ridge:{m.tag}:{u}")
 

@@ -14,6 +14,7 @@ from gpuroof.plots.common import (INVALID_COLOUR, MARKERS, RC, Drawn, _bool, _fi
                                   workload_points)
 from gpuroof.plots.labels import LabelPlacer, label_box
 from gpuroof.results import Run
+from gpuroof.roofline import known
 from gpuroof.units import si
 
 if TYPE_CHECKING:
@@ -77,20 +78,6 @@ def roof_segments(ceilings: dict, x_lo: float, x_hi: float, source: str = "measu
     return roofs
 
 
-def reference_level(ceilings: dict) -> str | None:
-    """The level ridge points are taken against: DRAM, or the slowest level a run has."""
-    bw = _finite(ceilings.get("bandwidth"))
-    return "dram" if "dram" in bw else (min(bw, key=bw.get) if bw else None)
-
-
-def ridges(ceilings: dict, level: str | None = None) -> dict[str, float]:
-    """Ridge intensity (FLOP/byte) of each compute unit against `level` (default: reference_level)."""
-    bw = _finite(ceilings.get("bandwidth")).get(level or reference_level(ceilings) or "")
-    if not bw:
-        return {}
-    return {u: p / bw for u, p in _finite(ceilings.get("compute")).items()}
-
-
 def unit_name(unit: str) -> str:
     """'float32' -> 'float32 vector', 'float16-matrix' -> 'float16 matrix': the unit, as a reader names it."""
     return unit.replace("-matrix", " matrix") if unit.endswith("-matrix") else f"{unit} vector"
@@ -100,19 +87,19 @@ def bounding_roof(row: Any, ceilings: dict) -> str | None:
     """The roof a point is read against: 'dram' (or another level) when memory-bound, its compute
     unit when compute-bound, None when it could not be placed."""
     bound = getattr(row, "bound", None)
+    roof = known(ceilings)
     if bound not in ("memory", "compute") and "bound" not in getattr(row, "_fields", ("bound",)):
         # points drawn without a placement (an experiment's own table): place them by the model here
         unit = next((u for u in (getattr(row, "roof_unit", None), getattr(row, "unit", None), getattr(row, "dtype", None))
-                     if isinstance(u, str) and u in _finite(ceilings.get("compute"))), None)
-        level = reference_level(ceilings)
+                     if isinstance(u, str) and u in roof.compute), None)
+        level = roof.reference_level()
         x = getattr(row, "x", None)
         if unit is None or level is None or x is None or not math.isfinite(x):
             return None
-        dram = _finite(ceilings.get("bandwidth"))[level]
-        return level if dram * x < _finite(ceilings.get("compute"))[unit] else unit
+        return level if roof.bound(x, unit, level) == "memory" else unit
     if bound == "memory":
         level = getattr(row, "level", None)
-        return level if isinstance(level, str) and level else reference_level(ceilings)
+        return level if isinstance(level, str) and level else roof.reference_level()
     if bound == "compute":
         unit = getattr(row, "roof_unit", None)
         return unit if isinstance(unit, str) and unit else getattr(row, "unit", None)
@@ -132,14 +119,15 @@ def _kernels_from_sweep(pts: pd.DataFrame, ceilings: dict) -> pd.DataFrame:
     names = {"ro": "sweep, read-only", "rw": "sweep, read-write"}
     k = pts[pts["intensity_flop_per_byte"] > 0]
     x = k["intensity_flop_per_byte"].to_numpy(float)
-    comp = _finite(ceilings.get("compute"))
-    dram = _finite(ceilings.get("bandwidth")).get(reference_level(ceilings) or "", math.nan)
-    bound = ["compute" if comp.get(d, math.inf) <= dram * xi else "memory" for d, xi in zip(k["dtype"].astype(str), x)]
+    roof = known(ceilings)
+    level = roof.reference_level()
+    bound = ["memory" if d not in roof.compute or level is None else roof.bound(xi, d, level)
+             for d, xi in zip(k["dtype"].astype(str), x)]
     return pd.DataFrame({
         "x": x, "y": k["flops_per_s"].to_numpy(float), "dtype": k["dtype"].astype(str).to_numpy(),
         "kernel": k["variant"].map(lambda v: names.get(v, v)).to_numpy(), "label": [None] * len(k),
         "valid": k["valid"].to_numpy(bool), "above": np.zeros(len(k), bool), "bound": bound,
-        "roof_unit": k["dtype"].astype(str).to_numpy(), "level": reference_level(ceilings)})
+        "roof_unit": k["dtype"].astype(str).to_numpy(), "level": level})
 
 
 def short_labels(names: Iterable[str], cases: Iterable[str]) -> list[str]:
@@ -251,15 +239,15 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
                      "the log axes.")
     k = kernels[finite].reset_index(drop=True)
 
-    ref = reference_level(measured)  # as_run made sure there is a compute and a bandwidth ceiling
-    rid = ridges(measured, ref)
+    ref = known(measured).reference_level()  # as_run made sure there is a compute and a bandwidth ceiling
+    rid = known(measured).ridges(ref)
     meas_comp, meas_bw = _finite(measured["compute"]), _finite(measured["bandwidth"])
     theo_comp, theo_bw = _finite(theo.get("compute")), _finite(theo.get("bandwidth"))
     shown_theo = {"compute": {u: v for u, v in theo_comp.items()
                               if u not in meas_comp or meas_comp[u] / v < THEORETICAL_SHOWN},
                   "bandwidth": {lv: v for lv, v in theo_bw.items()
                                 if lv not in meas_bw or meas_bw[lv] / v < THEORETICAL_SHOWN}}
-    xs = [*k["x"], *rid.values(), *ridges(shown_theo, ref).values()]
+    xs = [*k["x"], *rid.values(), *known(shown_theo).ridges(ref).values()]
     x_lo = 10.0 ** math.floor(math.log10(min(xs) / 10))  # room for the slopes left of every point
     x_hi = 10.0 ** math.ceil(math.log10(max(xs) * 3))
     y_hi = max([*meas_comp.values(), *shown_theo["compute"].values(), *k["y"]]) * 4
@@ -498,5 +486,5 @@ def roofline_figure(run: Run) -> Drawn:
     return draw_roofline(run.meta, kernels, "sweep points (median)", notes=notes)
 
 
-__all__ = ["Roof", "roof_segments", "roofline_axes", "reference_level", "ridges", "draw_roofline", "roofline_figure", "short_labels",
+__all__ = ["Roof", "roof_segments", "roofline_axes", "draw_roofline", "roofline_figure", "short_labels",
            "label_box", "unit_name", "bounding_roof", "roof_colour", "labelled", "MAX_TEXT_LABELS"]

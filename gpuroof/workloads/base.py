@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gpuroof.backends.base import (ITEMSIZE, Blocking, bf16_bits_from_float64,  # noqa: F401  (Blocking: the workloads' runs)
-                                   float64_from_bf16_bits)
+                                   float64_from_bf16_bits, rel_error, sample_rows)
 from gpuroof.errors import UsageError
 
 #: The counting conventions every workload follows; written into each run.json that holds workloads.
@@ -202,22 +202,3 @@ def quantize(values: np.ndarray, dtype: str) -> np.ndarray:
 def random_inputs(rng: np.random.Generator, dtype: str, shape: tuple, scale: float = 1.0) -> np.ndarray:
     """Uniform values in [-scale, scale), rounded to `dtype` (so the reference sees what the kernel sees)."""
     return quantize(rng.uniform(-scale, scale, size=shape), dtype)
-
-
-def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
-    """max |got - ref| / max |ref|; inf when anything is not finite or the shapes differ."""
-    got = np.asarray(got, dtype=np.float64)
-    if got.shape != ref.shape or not np.all(np.isfinite(got)):
-        return math.inf
-    denom = float(np.max(np.abs(ref))) if ref.size else 0.0
-    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    if denom == 0.0:
-        return 0.0 if err == 0.0 else math.inf
-    return err / denom
-
-
-def sample_rows(total: int, limit: int) -> np.ndarray:
-    """At most `limit` evenly spaced indices in [0, total), first and last included."""
-    if total <= limit:
-        return np.arange(total)
-    return np.unique(np.linspace(0, total - 1, limit).round().astype(np.int64))

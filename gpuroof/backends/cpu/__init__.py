@@ -7,19 +7,17 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from gpuroof.backends.base import ITEMSIZE, Backend, Launch, Level, SweepBuffers, sweep_input
+from gpuroof.backends.base import (ITEMSIZE, Backend, Gemm, Launch, Level, SweepBuffers, check_reps, repeat,
+                                   sweep_input)
 from gpuroof.backends.cpu.blas import cpu_gemm
 from gpuroof.backends.cpu.device import (SYS_CPU, CpuTelemetry, aligned_empty, cpu_caches, cpu_device_name,
                                          cpu_theoretical, isa_level, meminfo_available, parse_cpuinfo, read,
                                          vector_unit)
 from gpuroof.errors import UsageError
-
-if TYPE_CHECKING:
-    from gpuroof.matrix import Gemm
 
 
 class CpuBackend(Backend):
@@ -207,15 +205,16 @@ class CpuBackend(Backend):
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:
+        """Wall seconds of each call of `fn` (the host runs the work itself), under the shared stop rule."""
+        check_reps(warmup, min_reps, max_reps, budget_s)
         for _ in range(warmup):
             fn()
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
+
+        def once() -> float:
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-        return np.asarray(times)
+            return time.perf_counter() - t0
+        return np.asarray(repeat(once, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s))
 
     def as_float64(self, arr, dtype: str):
         return np.asarray(arr, dtype=np.float64)
@@ -256,5 +255,5 @@ class CpuBackend(Backend):
     def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
         return (1024, 2048, 3072) if quick else (512, 1024, 2048, 3072, 4096)
 
-    def gemm(self, unit: str, n: int) -> "Gemm":
+    def gemm(self, unit: str, n: int) -> Gemm:
         return cpu_gemm(unit, n)

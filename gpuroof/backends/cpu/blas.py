@@ -1,21 +1,14 @@
 """Matrix units on a CPU: square float32/float64 GEMMs through numpy's BLAS, checked on sampled rows."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from gpuroof.backends.base import unwritten
+from gpuroof.backends.base import Gemm, rel_error, sample_rows, unwritten
 from gpuroof.errors import UsageError
 
-if TYPE_CHECKING:
-    from gpuroof.matrix import Gemm
 
-
-def cpu_gemm(unit: str, n: int) -> "Gemm":
+def cpu_gemm(unit: str, n: int) -> Gemm:
     """n×n float32/float64 GEMM through numpy's BLAS (all threads), checked on sampled rows."""
-    from gpuroof.matrix import Gemm, rel_error, sample_rows
-
     if unit not in ("float32", "float64"):
         raise UsageError(f"matrix unit {unit}: the cpu backend has float32 and float64 (numpy BLAS)")
     rng = np.random.default_rng(n)

@@ -7,11 +7,12 @@ Backend interface for one device.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from gpuroof.backends.base import Backend, Launch, Level, SweepBuffers
+from gpuroof.backends.base import Gemm
 from gpuroof.backends.cuda import blas, device as dev
 from gpuroof.backends.cuda.device import import_cupy, parse_cc, theoretical_peaks  # noqa: F401  (re-exported)
 from gpuroof.backends.cuda.kernels import (BLOCK, CUDA_TYPE, SWEEP_FMAS, VECS_PER_THREAD,  # noqa: F401
@@ -22,9 +23,6 @@ from gpuroof.backends.cuda.timing import time_events, time_graph
 from gpuroof.hostbound import Timing
 from gpuroof.errors import UsageError
 from gpuroof.nvml import Nvml
-
-if TYPE_CHECKING:
-    from gpuroof.matrix import Gemm
 
 
 def _device_count(cp: Any) -> int:
@@ -153,7 +151,7 @@ class CudaBackend(Backend):
     def matrix_sizes(self, quick: bool) -> tuple[int, ...]:
         return (4096, 8192) if quick else (2048, 4096, 8192, 12288, 16384)
 
-    def gemm(self, unit: str, n: int) -> "Gemm":
+    def gemm(self, unit: str, n: int) -> Gemm:
         return blas.gemm(self._cp, self._device, self._stream.synchronize, self.free_memory_bytes(),
                          unit, n)
 

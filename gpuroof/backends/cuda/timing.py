@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpuroof.backends.base import check_reps, repeat
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.hostbound import Timing
 
@@ -30,15 +31,6 @@ def launches_per_window(launch_s: float, window_s: float = WINDOW_S, most: int =
     if not math.isfinite(launch_s) or launch_s <= 0:
         return most
     return int(min(most, max(1, math.ceil(window_s / launch_s))))
-
-
-def check_reps(warmup: int, min_reps: int, max_reps: int, budget_s: float) -> None:
-    if warmup < 0:
-        raise UsageError(f"warmup {warmup}: must be >= 0")
-    if min_reps < 1 or max_reps < min_reps:
-        raise UsageError(f"min_reps {min_reps}, max_reps {max_reps}: need 1 <= min_reps <= max_reps")
-    if budget_s < 0:
-        raise UsageError(f"budget_s {budget_s}: must be >= 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,19 +95,6 @@ class Bracket:
 # timing
 # ---------------------------------------------------------------------------------------------
 
-def _repeat(window: Callable[[], tuple[float, float]], min_reps: int, max_reps: int,
-            budget_s: float) -> tuple[list[float], list[float]]:
-    """(device s, enqueue s) per window until `budget_s` of wall time or `max_reps`."""
-    times: list[float] = []
-    enqueues: list[float] = []
-    deadline = _time.perf_counter() + budget_s
-    while len(times) < max_reps and (len(times) < min_reps or _time.perf_counter() < deadline):
-        t, e = window()
-        times.append(t)
-        enqueues.append(e)
-    return times, enqueues
-
-
 def time_events(cp: Any, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
                 budget_s: float, window_s: float = WINDOW_S, streams: list | None = None,
                 clock: Clock = _time.perf_counter) -> Timing:
@@ -151,7 +130,7 @@ def time_events(cp: Any, fn: Callable[[], None], *, warmup: int, min_reps: int, 
     for _ in range(warmup):
         fn()
     n = launches_per_window(window(1)[0], window_s) if body is not None else 1
-    times, enqueues = _repeat(lambda: window(n), min_reps, max_reps, budget_s)
+    times, enqueues = zip(*repeat(lambda: window(n), min_reps=min_reps, max_reps=max_reps, budget_s=budget_s))
     return Timing(np.asarray(times, dtype=np.float64), np.asarray(enqueues, dtype=np.float64),
                   replay="stream", launches_per_window=n)
 
@@ -216,6 +195,6 @@ def time_graph(cp: Any, fn: Callable[[], None], *, launches: int, warmup: int, m
     for _ in range(warmup):
         graph.launch(stream)
     stream.synchronize()
-    times, enqueues = _repeat(window, min_reps, max_reps, budget_s)
+    times, enqueues = zip(*repeat(window, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s))
     return Timing(np.asarray(times, dtype=np.float64), np.asarray(enqueues, dtype=np.float64),
                   replay="graph", launches_per_window=launches)
