@@ -33,8 +33,8 @@ MIN_GROUP = 3
 
 
 def complete(run: Run) -> bool:
-    cei = run.meta.get("ceilings") or {}
-    return run.meta.get("status") == "complete" and bool(cei.get("compute")) and bool(cei.get("bandwidth"))
+    """Measured, with a compute and a bandwidth ceiling to compare."""
+    return run.measured and bool(run.ceilings.compute) and bool(run.ceilings.bandwidth)
 
 
 def load_runs(paths: Iterable[str | Path], warn: Any = None) -> list[Run]:
@@ -124,11 +124,11 @@ def _finite(d: dict | None) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def ceiling_keys(meta: dict) -> list[tuple[str, str, str]]:
+def ceiling_keys(run: Run) -> list[tuple[str, str, str]]:
     """(kind, name, column) of every ceiling of a run: bandwidth first, then compute."""
-    cei = meta["ceilings"]
-    return ([("bandwidth", k, f"{k}_Bps") for k in _finite(cei.get("bandwidth"))]
-            + [("compute", k, f"{k}_flops") for k in _finite(cei.get("compute"))])
+    roof = run.ceilings
+    return ([("bandwidth", k, f"{k}_Bps") for k in roof.bandwidth]
+            + [("compute", k, f"{k}_flops") for k in roof.compute])
 
 
 #: Memory levels from the cores outwards; unknown levels sort before DRAM, by name.
@@ -156,16 +156,16 @@ def run_row(run: Run, label: str) -> dict:
         "job_completion_index": env.get("JOB_COMPLETION_INDEX"),
     }
     theo = meta.get("theoretical") or {}
-    for kind, name, col in ceiling_keys(meta):
+    roof = run.ceilings
+    for kind, name, col in ceiling_keys(run):
         suffix = "Bps" if kind == "bandwidth" else "flops"
-        value = float(meta["ceilings"][kind][name])
+        value = getattr(roof, kind)[name]
         t = _finite(theo.get(kind)).get(name)
         row[col] = value
         row[f"{name}_theoretical_{suffix}"] = t
         row[f"{name}_ratio"] = value / t if t else None
         if kind == "compute":
-            dram = _finite(meta["ceilings"].get("bandwidth")).get("dram")
-            row[f"{name}_ridge_flop_per_byte"] = value / dram if dram else None
+            row[f"{name}_ridge_flop_per_byte"] = roof.ridge(name) if "dram" in roof.bandwidth else None
     clocks = meta.get("median_clocks") or {}
     for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c"):
         row[k] = clocks.get(k)
@@ -230,14 +230,14 @@ def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOL
         raise UsageError(f"--threshold {threshold * 100:g}: a percentage in [0, 100)")
     for r in runs:
         if not complete(r):
-            raise UsageError(f"{r.path}: run is {r.meta.get('status')} and has no measured ceilings")
+            raise UsageError(f"{r.path}: run is {r.status} and has no measured ceilings")
     names = labels(runs)
     base_label = names[baseline]
     tables = [workloads(r) for r in runs]
-    base_units = set(_finite(runs[baseline].meta["ceilings"]["compute"]))
+    base_units = set(runs[baseline].ceilings.compute)
     base_cases = set(tables[baseline].index) if tables[baseline] is not None else set()
     for r, name, t in zip(runs, names, tables):
-        units = set(_finite(r.meta["ceilings"]["compute"]))
+        units = set(r.ceilings.compute)
         cases = set(t.index) if t is not None else set()
         if overlap and not units & base_units and not cases & base_cases:
             raise UsageError(f"{name}: no overlap with the baseline {base_label}: it measured "
@@ -249,7 +249,7 @@ def compare(runs: list[Run], baseline: int = 0, threshold: float = SICK_THRESHOL
     rows = [run_row(r, n) for r, n in zip(runs, names)]
     keys: list[tuple[str, str, str]] = []
     for r in runs:
-        for k in ceiling_keys(r.meta):
+        for k in ceiling_keys(r):
             if k not in keys:
                 keys.append(k)
     keys.sort(key=_ceiling_order)

@@ -17,6 +17,7 @@ from gpuroof import __version__
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import flagged
 from gpuroof.results import Run, atomic_write_text
+from gpuroof.roofline import known
 from gpuroof.units import fmt_time, si
 
 ABOVE_ROOF = 0.05  # a sweep point more than 5% above min(P, B·I) is reported
@@ -212,8 +213,8 @@ def ceilings_table(meta: dict) -> str:
 
 def sweep_above_roof(meta: dict, pts: pd.DataFrame) -> pd.DataFrame:
     """Valid sweep points more than ABOVE_ROOF above the fitted roof, with how far (`ratio`)."""
-    comp = {k: v for k, v in (meta["ceilings"].get("compute") or {}).items() if _num(v)}
-    bw = _num((meta["ceilings"].get("bandwidth") or {}).get("dram"))
+    roof = known(meta["ceilings"])
+    comp, bw = roof.compute, roof.bandwidth.get("dram")
     if not bw:
         return pts.iloc[0:0].assign(ratio=[])
     ok = pts[pts["valid"] & pts["dtype"].isin(comp)].copy()

@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gpuroof.errors import UsageError
-from gpuroof.roofline import Roofline
+from gpuroof.roofline import Roofline, known
 
 SCHEMA_VERSION = 1
 KIND = "gpuroof-run"
@@ -420,9 +420,10 @@ class Run:
 
     @property
     def ceilings(self) -> Roofline | None:
-        """The measured ceilings as the model reads them; None in a run that has none (not finished)."""
+        """The measured ceilings as the model reads them (roofline.known: a null or non-finite entry,
+        a unit that failed, left out); None in a run that has none (not finished)."""
         c = self.meta.get("ceilings")
-        return Roofline.from_dict(c) if c else None
+        return known(c) if c else None
 
     @property
     def status(self) -> str:

@@ -116,8 +116,7 @@ def as_run(run: Run | str | Path) -> Run:
     if not r.measured:
         raise UsageError(f"{r.path}: run is {r.status} (no measured ceilings); "
                          "nothing to plot, measure again")
-    cei = r.meta["ceilings"]
-    if not _finite(cei.get("compute", {})) or not _finite(cei.get("bandwidth", {})):
+    if not r.ceilings.compute or not r.ceilings.bandwidth:
         raise UsageError(f"{r.path}: run.json has no measured compute or bandwidth ceiling")
     return r
 

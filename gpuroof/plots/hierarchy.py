@@ -8,7 +8,7 @@ import pandas as pd
 
 from gpuroof.errors import UsageError
 from gpuroof.plots.common import (HIERARCHY_COLOURS, INVALID_COLOUR, RC, _SPARE_COLOURS, Drawn, _bool,
-                                  _finite, _ibytes, _log_axis, _new_figure, as_run, optional_table)
+                                  _ibytes, _log_axis, _new_figure, as_run, optional_table)
 from gpuroof.results import Run
 from gpuroof.units import si
 
@@ -77,7 +77,7 @@ def hierarchy_figure(run: Run) -> Drawn:
     h = hierarchy_samples(run)
     med = h[h["valid"]].groupby("working_set_bytes", sort=True)["bandwidth_Bps"].median().reset_index()
     caches = cache_sizes(run.meta)
-    bw = _finite(run.meta["ceilings"]["bandwidth"])
+    bw = run.ceilings.bandwidth
     x_lo = 2.0 ** math.floor(math.log2(min([*h["working_set_bytes"], *caches.values()]) / 2))
     x_hi = 2.0 ** math.ceil(math.log2(max([*h["working_set_bytes"], *caches.values()]) * 2))
     y_hi = max([*h["bandwidth_Bps"], *bw.values()]) * 2

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.plots.common import RC, Drawn, _finite, _new_figure, as_run, workload_points
+from gpuroof.plots.common import RC, Drawn, _new_figure, as_run, workload_points
 from gpuroof.plots.roofline import bounding_roof, roof_colour, short_labels, unit_name
 from gpuroof.results import Run
+from gpuroof.roofline import known
 
 MAX_BARS = 15  # past this many workloads the figure shows those that lose the most; the table has the rest
 
@@ -39,11 +40,11 @@ def advice(row: dict, meta: dict) -> str:
         fixes = []
         if near:
             faster = (f"move it to the matrix unit ({unit_name(matrix)})" if not unit.endswith("-matrix") and matrix
-                      in _finite((meta.get("ceilings") or {}).get("compute")) else "do less work (fewer FLOPs)")
+                      in known(meta.get("ceilings")).compute else "do less work (fewer FLOPs)")
             return f"compute-bound on the {unit_name(unit)} unit at {share}: at its roof; {faster}"
         if not unit.endswith("-matrix"):
             fixes.append("vectorize its inner loop" if cpu else "use wider (packed) loads and math")
-            if matrix in _finite((meta.get("ceilings") or {}).get("compute")):
+            if matrix in known(meta.get("ceilings")).compute:
                 fixes.append(f"move it to the matrix unit ({unit_name(matrix)})")
         fixes.append("use every core (threads, affinity)" if cpu else "fix occupancy (registers, shared memory, "
                                                                       "block size)")
@@ -111,7 +112,7 @@ def losttime_figure(run: Run) -> Drawn:
                      fontsize=RC["axes.titlesize"])
         roofs = list(dict.fromkeys(top["roof"]))
         handles = [Patch(color="#d9d9d9", label="predicted (roofline)")]
-        levels = _finite(run.meta["ceilings"].get("bandwidth"))
+        levels = run.ceilings.bandwidth
         handles += [Patch(color=roof_colour(r), label="lost, bound by " + (
             "?" if r is None else r.upper() if r in levels else unit_name(r))) for r in roofs]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), frameon=False)

@@ -14,7 +14,7 @@ from gpuroof.plots.common import (INVALID_COLOUR, MARKERS, RC, Drawn, _bool, _fi
                                   workload_points)
 from gpuroof.plots.labels import LabelPlacer, label_box
 from gpuroof.results import Run
-from gpuroof.roofline import known
+from gpuroof.roofline import Roofline, known
 from gpuroof.units import si
 
 if TYPE_CHECKING:
@@ -115,11 +115,10 @@ def roof_colour(roof: str | None) -> str:
 # --------------------------------------------------------------------------- points
 
 
-def _kernels_from_sweep(pts: pd.DataFrame, ceilings: dict) -> pd.DataFrame:
+def _kernels_from_sweep(pts: pd.DataFrame, roof: Roofline) -> pd.DataFrame:
     names = {"ro": "sweep, read-only", "rw": "sweep, read-write"}
     k = pts[pts["intensity_flop_per_byte"] > 0]
     x = k["intensity_flop_per_byte"].to_numpy(float)
-    roof = known(ceilings)
     level = roof.reference_level()
     bound = ["memory" if d not in roof.compute or level is None else roof.bound(xi, d, level)
              for d, xi in zip(k["dtype"].astype(str), x)]
@@ -479,7 +478,7 @@ def roofline_figure(run: Run) -> Drawn:
     zero = int((pts["intensity_flop_per_byte"] <= 0).sum())
     notes = [f"{zero} sweep point(s) with 0 FMAs (intensity 0) are left out of the log axes; "
              "the sweep figure shows their bandwidth."] if zero else []
-    kernels = _kernels_from_sweep(pts, run.meta["ceilings"])
+    kernels = _kernels_from_sweep(pts, run.ceilings)
     gemm = _kernels_from_matrix(optional_table(run, "matrix"))
     if gemm is not None:
         kernels = pd.concat([kernels, gemm], ignore_index=True)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpuroof.plots.common import (INVALID_COLOUR, RC, THROTTLE_COLOUR, Drawn, _decades, _finite, dtype_colour,
+from gpuroof.plots.common import (INVALID_COLOUR, RC, THROTTLE_COLOUR, Drawn, _decades, dtype_colour,
                                   _log_axis, _marker_map, _new_figure, as_run, medians, samples)
 from gpuroof.results import Run
 from gpuroof.units import si
@@ -26,8 +26,7 @@ def sweep_figure(run: Run) -> Drawn:
     run = as_run(run)
     s = samples(run)
     meta = run.meta
-    comp = _finite(meta["ceilings"]["compute"])
-    bw = _finite(meta["ceilings"]["bandwidth"])
+    comp, bw = run.ceilings.compute, run.ceilings.bandwidth
     B = bw.get("dram") or max(bw.values())
     dtypes = list(dict.fromkeys(s["dtype"].astype(str)))
     pos = s.loc[s["intensity_flop_per_byte"] > 0, "intensity_flop_per_byte"]
