@@ -157,3 +157,21 @@ def test_a_point_slowed_for_its_whole_window_is_timed_again_and_the_faster_windo
     again = out[out["fmas_per_element"] == 4]
     assert again["valid"].all() and again["time_s"].median() < slowed.loc[on, "time_s"].median() / 10
     assert len(out[out["fmas_per_element"] == 0]) >= 3
+
+
+def test_ridges_are_taken_against_dram_or_else_the_slowest_level():
+    from gpuroof.roofline import Roofline
+    r = Roofline(bandwidth={"l1": 400e9, "dram": 40e9}, compute={"float32": 200e9, "float64": 100e9})
+    assert r.reference_level() == "dram" and r.ridges() == {"float32": 5.0, "float64": 2.5}
+    assert r.ridges("l1") == {"float32": 0.5, "float64": 0.25} and r.ridges("l3") == {}
+    caches = Roofline(bandwidth={"l1": 400e9, "l2": 100e9}, compute={"float32": 200e9})
+    assert caches.reference_level() == "l2" and caches.ridges() == {"float32": 2.0}
+    assert Roofline(bandwidth={}, compute={"float32": 1.0}).reference_level() is None
+
+
+def test_known_keeps_the_finite_positive_entries_of_a_ceilings_map():
+    from gpuroof.roofline import known
+    r = known({"bandwidth": {"dram": 40e9, "l1": None, "l2": float("nan"), "l3": 0.0},
+               "compute": {"float32": 2e11, "float16": True, "float64": -1.0}})
+    assert r.bandwidth == {"dram": 40e9} and r.compute == {"float32": 2e11}
+    assert known(None).bandwidth == {} and known({}).compute == {}

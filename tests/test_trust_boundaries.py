@@ -310,7 +310,7 @@ def _cli_cases(t: Path, runs: dict[str, Path]) -> dict[str, tuple[list[str], str
         "measure-device-5": ([*m, "--device", "5"], "--device 5"),
         "measure-device-text": ([*m, "--device", "first"], "a device index"),
         "measure-out-file": ([*m, "--out", str(t / "file.txt")], "not a writable directory"),
-        "measure-out-proc": ([*m, "--out", "/proc/gpuroof-nope/run"], "not a writable directory"),
+        "measure-out-proc": ([*m, "--out", "/proc/gpuroof-nope"], "not a writable directory"),
         "measure-out-existing-run": ([*m, "--out", a], "already holds a run"),
         "measure-levels": ([*m, "--levels", "l9"], "l9"),
         "measure-backend-gpu": (["measure", "--backend", "gpu"], "--backend gpu: unknown backend"),
