@@ -24,7 +24,7 @@ from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
 from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matrix_sweep
-from gpuroof.roofline import Roofline
+from gpuroof.roofline import Roofline, known
 from gpuroof.quality import ABOVE_THEORETICAL, Activity, assess, platform_state
 from gpuroof.sweep import (CEILING_STATISTIC, CONVENTIONS, RETIME_DEVIATION, RETIME_MAX, SweepSettings,
                            extract_ceilings, fit_deviations, retime_strays, run_sweep, summarize)
@@ -94,8 +94,8 @@ class MeasureResult:
 
     @property
     def ceilings(self) -> Roofline:
-        """The ceilings just measured, as the model reads them."""
-        return Roofline.from_dict(self.meta["ceilings"])
+        """The ceilings just measured, as the model reads them (the same reading as Run.ceilings)."""
+        return known(self.meta["ceilings"])
 
 
 def plateau_clocks(points: pd.DataFrame, plateaus: dict, matrix: pd.DataFrame | None = None) -> dict:
