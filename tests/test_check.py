@@ -1,20 +1,19 @@
 """`gpuroof check`: SAME on identical code, SLOWER (exit 1) on a de-optimized kernel, NOISY when the
 spread covers the difference, bad input exit 2, and the baseline's cases run again for real.
 
-The run directories here hold real timings: NumPy kernels timed with the CPU backend's own timer
-(`CpuBackend().time`), placed by `gpuroof.bench.place_case` on the real roofline of the session's
+The run directories here hold real timings: NumPy kernels timed in the thread's CPU time, placed by `gpuroof.bench.place_case` on the real roofline of the session's
 quick CPU measurement (`cpu_run`).
 """
 from __future__ import annotations
 
 import copy
 import json
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gpuroof.backends.cpu import CpuBackend
 from gpuroof.bench import place_case
 from gpuroof.check import decide
 from gpuroof.cli import main
@@ -32,15 +31,19 @@ def arrays():
 
 
 def interleaved(*fns, reps: int = REPS) -> list[np.ndarray]:
-    """Per-repetition seconds of each function from the CPU backend's timer, taken in turn (ABAB...)
-    so that both sides of a comparison see the same machine load."""
-    backend = CpuBackend()
+    """Per-repetition seconds of each function, taken in turn (ABAB...) so that both sides of a
+    comparison see the same machine. Each call is timed in this thread's CPU time, so the time
+    another process holds the core is not counted: with five repetitions (the NOISY case) one
+    descheduled call could otherwise swap the medians. These tests judge check's statistics on real
+    kernels, not a timer."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
     for _ in range(reps):
         for t, fn in zip(times, fns):
-            t.extend(backend.time(fn, warmup=0, min_reps=1, max_reps=1, budget_s=0.0))
+            t0 = time.thread_time()
+            fn()
+            t.append(time.thread_time() - t0)
     return [np.asarray(t) for t in times]
 
 
