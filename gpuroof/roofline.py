@@ -85,21 +85,26 @@ class Roofline:
                    compute={k: float(v) for k, v in d["compute"].items() if v is not None})
 
 
+def finite_rates(rates: dict | None) -> dict[str, float]:
+    """The entries of a {name: rate} map that are finite numbers > 0 (a null, a NaN, a boolean or
+    a text that is no number left out)."""
+    out = {}
+    for k, v in (rates or {}).items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(v, bool) and math.isfinite(f) and f > 0:
+            out[str(k)] = f
+    return out
+
+
 def known(ceilings: dict | None) -> Roofline:
     """The roofline of a ceilings map as run.json holds it (measured or theoretical): every finite
     positive entry; a null, missing or unknown one is left out (a theoretical bandwidth nobody
     publishes, a unit that failed)."""
-    def rates(kind: str) -> dict[str, float]:
-        out = {}
-        for k, v in ((ceilings or {}).get(kind) or {}).items():
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                continue
-            if not isinstance(v, bool) and math.isfinite(f) and f > 0:
-                out[str(k)] = f
-        return out
-    return Roofline(bandwidth=rates("bandwidth"), compute=rates("compute"))
+    c = ceilings or {}
+    return Roofline(bandwidth=finite_rates(c.get("bandwidth")), compute=finite_rates(c.get("compute")))
 
 
 @dataclass(frozen=True)

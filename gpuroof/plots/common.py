@@ -15,6 +15,7 @@ import pandas as pd
 
 from gpuroof.errors import UsageError
 from gpuroof.results import Run, load_run
+from gpuroof.roofline import finite_rates as _finite  # noqa: F401  (the plots' name for it)
 from gpuroof.units import si
 
 if TYPE_CHECKING:  # the drawing libraries are imported when a figure is drawn: `gpuroof --help` stays fast
@@ -119,19 +120,6 @@ def as_run(run: Run | str | Path) -> Run:
     if not r.ceilings.compute or not r.ceilings.bandwidth:
         raise UsageError(f"{r.path}: run.json has no measured compute or bandwidth ceiling")
     return r
-
-
-def _finite(d: dict | None) -> dict[str, float]:
-    """The entries of a {name: value} map that are finite positive numbers."""
-    out = {}
-    for k, v in (d or {}).items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f) and f > 0:
-            out[str(k)] = f
-    return out
 
 
 def _bool(s: pd.Series) -> pd.Series:

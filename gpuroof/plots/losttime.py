@@ -62,7 +62,8 @@ def lost_time(work: pd.DataFrame, meta: dict) -> pd.DataFrame:
         w[c] = pd.to_numeric(w[c], errors="coerce") if c in w else np.nan
     w = w[np.isfinite(w["time_s"]) & np.isfinite(w["predicted_time_s"])]
     w["lost_s"] = (w["time_s"] - w["predicted_time_s"]).clip(lower=0.0)
-    w["roof"] = [bounding_roof(r, meta["ceilings"]) for r in w.itertuples()]
+    roof = known(meta["ceilings"])
+    w["roof"] = [bounding_roof(r, roof) for r in w.itertuples()]
     w["advice"] = [advice(r, meta) for r in w.to_dict("records")]
     return w.sort_values("lost_s", ascending=False, kind="stable").reset_index(drop=True)
 

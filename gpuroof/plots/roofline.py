@@ -83,11 +83,10 @@ def unit_name(unit: str) -> str:
     return unit.replace("-matrix", " matrix") if unit.endswith("-matrix") else f"{unit} vector"
 
 
-def bounding_roof(row: Any, ceilings: dict) -> str | None:
+def bounding_roof(row: Any, roof: Roofline) -> str | None:
     """The roof a point is read against: 'dram' (or another level) when memory-bound, its compute
     unit when compute-bound, None when it could not be placed."""
     bound = getattr(row, "bound", None)
-    roof = known(ceilings)
     if bound not in ("memory", "compute") and "bound" not in getattr(row, "_fields", ("bound",)):
         # points drawn without a placement (an experiment's own table): place them by the model here
         unit = next((u for u in (getattr(row, "roof_unit", None), getattr(row, "unit", None), getattr(row, "dtype", None))
@@ -238,8 +237,9 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
                      "the log axes.")
     k = kernels[finite].reset_index(drop=True)
 
-    ref = known(measured).reference_level()  # as_run made sure there is a compute and a bandwidth ceiling
-    rid = known(measured).ridges(ref)
+    roof = known(measured)
+    ref = roof.reference_level()  # as_run made sure there is a compute and a bandwidth ceiling
+    rid = roof.ridges(ref)
     meas_comp, meas_bw = _finite(measured["compute"]), _finite(measured["bandwidth"])
     theo_comp, theo_bw = _finite(theo.get("compute")), _finite(theo.get("bandwidth"))
     shown_theo = {"compute": {u: v for u, v in theo_comp.items()
@@ -254,7 +254,7 @@ def draw_roofline(meta: dict, kernels: pd.DataFrame, kernel_kind: str = "workloa
     y_lo = min([*(k["y"] / 3), dram * x_lo * 3])
     y_lo = 10.0 ** math.floor(math.log10(max(y_lo, y_hi * 1e-6)))
 
-    k = k.assign(roof=[bounding_roof(r, measured) for r in k.itertuples()])
+    k = k.assign(roof=[bounding_roof(r, roof) for r in k.itertuples()])
     k["colour"] = [roof_colour(r) for r in k["roof"]]
     show = labelled(k)
     k["text"] = k["label"].where(show, None)
