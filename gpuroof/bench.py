@@ -86,14 +86,16 @@ def cache_levels(roof: Roofline) -> list[str]:
 
 def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit: str,
                spread: float = 0.0, working_set_bytes: float | None = None,
-               cache_bytes: float | None = None) -> dict:
+               cache_bytes: float | None = None, closed_form: str | None = None) -> dict:
     """Placement fields of one measured kernel against `roof`, with notes that say why.
 
     A `<dtype>-matrix` unit without a matrix ceiling falls back to the vector FMA ceiling of its
     dtype (and says so). A point above its roof by more than the noise is flagged with the likely
     cause: above the DRAM slope, cache reuse (and the point is also placed against a cache-level
     roof when the run has one), unless the working set is at least twice the last-level cache,
-    where reuse cannot explain it and the note says so; above a compute roof, a counting error, or,
+    where reuse cannot explain it and the note says so; above a compute roof, for a count that is a
+    built-in workload's closed form (`closed_form`: its name), the roof was under-measured, else a
+    counting error (the user's count: measure_kernel, profile ops without a formula), or,
     after the fallback, a matrix unit faster than the vector roof it was placed against.
     """
     nan = math.nan
@@ -153,6 +155,9 @@ def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit:
         elif fallback:
             notes.append(f"above the {roof_unit} vector FMA roof by {excess:.0%}: the library runs on "
                          "the matrix unit, whose ceiling this run lacks")
+        elif closed_form:  # the count is the workload's closed form: the roof is what fell short
+            notes.append(f"above the {roof_unit} compute roof by {excess:.0%} (noise {noise:.0%}): the roof "
+                         f"was under-measured: {closed_form} reached {flops / time_s / 1e9:.4g} GFLOP/s")
         else:
             notes.append(f"above the {roof_unit} compute roof by {excess:.0%} (noise {noise:.0%}): "
                          "a counting error (FLOPs counted too high, or the wrong unit)")
@@ -302,7 +307,8 @@ def run_case(backend: Backend, roof: Roofline, case: Case, settings: BenchSettin
     # reads twice (LSTM weights, step after step) can still come from cache if the launch fits.
     working_set = case.device_bytes * (1 if w.reuse_within_launch else copies)
     placed = place_case(roof, case.flops, case.bytes, med, case.unit, spread,
-                        working_set_bytes=working_set, cache_bytes=backend.cache_bytes())
+                        working_set_bytes=working_set, cache_bytes=backend.cache_bytes(),
+                        closed_form=f"{case.name} {case.label}")
     notes = placed.pop("notes")
     host = window_figures(stream)  # the launches as Python enqueues them: is the host the limit?
     if host["host_bound"]:

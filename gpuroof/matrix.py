@@ -16,7 +16,7 @@ from gpuroof.backends.base import Gemm, rel_error, sample_rows  # noqa: F401  (t
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
 from gpuroof.quality import BUSY_RETRIES, quiet_window
-from gpuroof.sweep import undisturbed
+from gpuroof.sweep import plateau_statistic, undisturbed
 
 #: Relative tolerance (max |C - ref| / max |ref|) per unit: accumulation and output rounding only,
 #: since the reference uses the very inputs the library saw (already rounded to the unit's type).
@@ -108,9 +108,11 @@ def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:
 
 
 def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None) -> dict[str, float]:
-    """Best median rate over the valid sizes of each unit (the top of its plateau), from the sizes
-    timed in an undisturbed window; a unit with none takes the disturbed ones and is named in
-    `disturbed`."""
+    """Per unit, the ceiling as every other ceiling is taken (sweep.plateau_statistic): the
+    CEILING_PERCENTILE of the valid repetitions' rates over its plateau, the sizes whose median rate
+    is within 3% of the best one, from the sizes timed in an undisturbed window; a unit with none
+    takes the disturbed ones and is named in `disturbed`. (The best median alone sat under a GEMM
+    of the same shape timed later, at its own median, by the run-to-run noise.)"""
     if samples.empty:
         return {}
     out = {}
@@ -119,5 +121,6 @@ def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None) -
         if forced and disturbed is not None:
             disturbed.append(unit)
         rate = df.groupby("n")["flops"].first() / df.groupby("n")["time_s"].median()
-        out[unit] = float(rate.max())
+        top = df[df["n"].isin(rate[rate >= 0.97 * rate.max()].index)]
+        out[unit] = plateau_statistic(top["flops"] / top["time_s"])["value"]
     return out

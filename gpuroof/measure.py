@@ -25,11 +25,11 @@ from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
 from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline, known
-from gpuroof.quality import ABOVE_THEORETICAL, Activity, assess, platform_state
+from gpuroof.quality import ABOVE_THEORETICAL, FIT_LIMIT, Activity, assess, platform_state
 from gpuroof.sweep import (CEILING_STATISTIC, CONVENTIONS, RETIME_DEVIATION, RETIME_MAX, SweepSettings,
                            extract_ceilings, fit_deviations, retime_strays, run_sweep, summarize)
 from gpuroof.telemetry import Sampler
-from gpuroof.tune import Tuner
+from gpuroof.tune import ChoiceCache, Tuner, fingerprint
 
 #: A DRAM point's working set must be this many times the last-level cache.
 DRAM_FACTOR = 8
@@ -142,7 +142,7 @@ def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict, unit_clocks: di
 def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | None = None,
             quick: bool = False, buffer_bytes: int | None = None, out: str | None = None,
             argv: list[str] | None = None, progress: bool = True, levels: str | None = None,
-            matrix: bool = True) -> MeasureResult:
+            matrix: bool = True, retune: bool = False) -> MeasureResult:
     """Intensity sweep (DRAM and vector FMA ceilings), then the working-set sweep (cache levels) and
     the GEMM sweep (matrix units); everything validated, timed and written to one run directory."""
     backend = get_backend(backend_name, device)
@@ -168,8 +168,11 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         tables: dict[str, pd.DataFrame] = {}
         activity = Activity()  # what else the machine does while it is measured
         clock_before = backend.core_clock_mhz()  # under load on every core in use; None where telemetry has it
-        tuner = Tuner(backend, cache_levels, **(dict(budget_s=0.04, min_reps=3, max_reps=10) if quick
-                                                else dict(budget_s=0.1, min_reps=5, max_reps=20)))
+        # the loop shapes chosen by an earlier run of this device and these versions, unless retune
+        choices = ChoiceCache.open(fingerprint(backend.name, info, meta["versions"]), retune=retune)
+        tuner = Tuner(backend, cache_levels, cache=choices,
+                      **(dict(budget_s=0.04, min_reps=3, max_reps=10) if quick
+                         else dict(budget_s=0.1, min_reps=5, max_reps=20)))
         with Sampler(backend.telemetry_source(), interval) as sampler:
             try:
                 with _bar(len(chosen) * len(settings.variants) * len(settings.fmas), "sweep",
@@ -268,7 +271,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "validation": {"points": int(len(points)), "invalid": int(len(invalid)),
                            "invalid_points": invalid[["dtype", "variant", "fmas_per_element",
                                                       "rel_error"]].to_dict("records"),
-                           "invalid_matrix_sizes": int((~tables["matrix"]["valid"]).sum())
+                           "invalid_matrix_sizes": invalid_matrix_samples(tables["matrix"])
                            if "matrix" in tables else 0},
             "throttled_points": int(points["throttled"].fillna(False).astype(bool).sum()),
             # None where the host runs the work (the CPU): the flag does not apply there
@@ -283,6 +286,10 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         })
         if tuner.trials:  # which loop shape each level ran in, and every candidate's rate
             meta["device"]["kernel_shape"] = {**(meta["device"].get("kernel_shape") or {}), "tuned": tuner.trials}
+            meta["tuning"] = {"retune": retune, "cache_file": str(choices.path),
+                              "cached": [f"{t['loop']} {t['level']}" for t in tuner.trials if t.get("cached")],
+                              "measured": [f"{t['loop']} {t['level']}" for t in tuner.trials if not t.get("cached")]}
+        mark_repeated_strays(meta["fit"], meta["retimed_points"])
         meta["quality"] = assess(meta)
         write_run(run_dir, meta, {**tables, "telemetry": sampler.frame()})
         return MeasureResult(run_dir=run_dir, meta=meta, points=points)
@@ -372,8 +379,9 @@ def settle_clock(backend: Backend, core_clock: dict | None, compute: dict[str, f
 def retime(backend: Backend, settings: SweepSettings, sampler: Sampler, samples: pd.DataFrame,
            dram_min: int, tuner: Tuner) -> tuple[pd.DataFrame, list[dict]]:
     """The sweep's points that fall more than RETIME_DEVIATION under min(P, B·I) of the sweep's own
-    ceilings, timed once more (the worst RETIME_MAX first; sweep.retime_strays keeps the faster
-    window). Returns the samples and what was timed again, for run.json."""
+    ceilings, timed once more (every one beyond quality.FIT_LIMIT, and the worst RETIME_MAX of the
+    others; sweep.retime_strays keeps the faster window). Returns the samples and what was timed
+    again, for run.json; a stray of the final fit that is among them strayed in both windows."""
     try:
         points = summarize(samples)
         cei = extract_ceilings(points, dram_min, samples)
@@ -381,8 +389,27 @@ def retime(backend: Backend, settings: SweepSettings, sampler: Sampler, samples:
         return samples, []
     devs, _, _ = fit_deviations(points[points["valid"]], cei.roofline, dram_min)
     strays = sorted((d for d in devs if d["deviation"] < -RETIME_DEVIATION), key=lambda d: d["deviation"])
-    keys = [(d["dtype"], d["variant"], d["fmas_per_element"]) for d in strays[:RETIME_MAX]]
+    # every point the verdict would call a stray, and the worst RETIME_MAX of the milder ones
+    keys = [(d["dtype"], d["variant"], d["fmas_per_element"]) for i, d in enumerate(strays)
+            if i < RETIME_MAX or d["deviation"] < -FIT_LIMIT]
     if not keys:
         return samples, []
     sampler.phase("sweep: strays timed again")
     return retime_strays(backend, settings, sampler, samples, keys, tuner)
+
+
+def mark_repeated_strays(fit: dict, retimed: list[dict]) -> None:
+    """Each stray of the final fit gets `timed_windows`: 2 when it was timed again (retime) and
+    strayed in the faster of its two windows too, so the deviation repeats; else 1."""
+    again = {(r["dtype"], r["variant"], int(r["fmas_per_element"])) for r in retimed}
+    for d in fit.get("strays") or []:
+        d["timed_windows"] = 2 if (d["dtype"], d["variant"], int(d["fmas_per_element"])) in again else 1
+
+
+def invalid_matrix_samples(matrix: pd.DataFrame) -> int:
+    """GEMM samples that failed their check; the row of a unit the library refused (matrix.failed_unit,
+    with its `error`) is no sample: that unit has no ceiling and is named in matrix_failed_units."""
+    bad = ~matrix["valid"].astype(bool)
+    if "error" in matrix:
+        bad &= matrix["error"].isna() | (matrix["error"].astype(str) == "")
+    return int(bad.sum())

@@ -26,10 +26,12 @@ STEAL_LIMIT = 0.05
 #: On a CPU the BLAS GEMM runs on the same FMA units as the sweep: a vector ceiling under this share of
 #: it says the sweep's kernel, not the machine, set the ceiling.
 VECTOR_VS_BLAS = 0.8
-#: Largest max |relative deviation| of the sweep's points from min(P, B·I) on a quiet machine (B: each
-#: point's own streaming loop, sweep.fit_quality). Near the ridge a loop's loads and FMAs overlap
-#: imperfectly, which the two-line model leaves out (a fifth under min(P, B·I) at the ridge of a
-#: quiet Zen 3, docs/cpu_ceilings.md); beyond a quarter it is the sweep, not the model.
+#: Largest |relative deviation| of a sweep point from its band between min(P, B·I) and no overlap of
+#: loads and FMAs (B: the point's own streaming loop, sweep.fit_quality). A point under its band by
+#: more is timed again (measure.retime); when the second window strays too, the deviation repeats
+#: and is the hardware's (a soft ridge, a loop that streams slower with FMAs in it): it is reported,
+#: as a figure, and never flips a quiet run. A point above its band (faster than its own roofs) or a
+#: stray that was never timed again is a measurement that cannot be trusted.
 FIT_LIMIT = 0.25
 #: A ceiling this far above theoretical at the measured clock means a wrong clock or a wrong count.
 ABOVE_THEORETICAL = 1.05
@@ -311,11 +313,63 @@ def assess(meta: dict) -> dict:
             if blas and v < VECTOR_VS_BLAS * blas:
                 reasons.append(f"{dtype} vector ceiling {v / 1e9:.1f} GFLOP/s is under {VECTOR_VS_BLAS:.0%} of "
                                f"the BLAS GEMM's {blas / 1e9:.1f} GFLOP/s on the same cores")
-    worst = (meta.get("fit") or {}).get("max_abs_deviation")
-    if worst is not None and worst > FIT_LIMIT:
-        reasons.append(f"the sweep strays from min(P, B·I): max |deviation| {worst:.2f} > {FIT_LIMIT}")
+    fit_reasons, fit_warnings = fit_verdict(meta.get("fit") or {})
+    reasons += fit_reasons
+    reasons += invalid_reasons(meta.get("validation") or {}, meta.get("hierarchy") or {})
+    throttled = meta.get("throttled_points")
+    if throttled:
+        reasons.append(f"throttled: {throttled} sweep point(s) ran while the device held its clocks down "
+                       "(power, thermal or another clock-event reason that slows the load)")
     for kind in ("compute", "bandwidth"):
         for name, r in ((meta.get("ratios") or {}).get(kind) or {}).items():
             if r is not None and r > ABOVE_THEORETICAL:
                 reasons.append(f"{name} ceiling at {r:.0%} of theoretical: the clock or the count is wrong")
-    return {"ok": not reasons, "reasons": reasons, "warnings": blas_warnings(meta)}
+    return {"ok": not reasons, "reasons": reasons, "warnings": fit_warnings + blas_warnings(meta)}
+
+
+def _point(d: dict) -> str:
+    return f"{d['dtype']} {d['variant']} {d['fmas_per_element']} FMAs ({d['intensity_flop_per_byte']:.3g} FLOP/B)"
+
+
+def fit_verdict(fit: dict) -> tuple[list[str], list[str]]:
+    """(reasons, warnings) from the sweep's fit. The strays (`fit["strays"]`, beyond FIT_LIMIT) that
+    fall under their band and were timed in a second window (`timed_windows` >= 2) repeat: the
+    hardware's, a warning with the figure. One above its band, or never timed again, is a reason.
+    A fit without the stray list (a run written before it) is judged by its largest deviation."""
+    if "strays" not in fit:
+        worst = fit.get("max_abs_deviation")
+        if worst is not None and worst > FIT_LIMIT:
+            return [f"the sweep strays from min(P, B·I): max |deviation| {worst:.2f} > {FIT_LIMIT}"], []
+        return [], []
+    reasons, warnings = [], []
+    for d in fit["strays"]:
+        if d["deviation"] > 0:
+            reasons.append(f"the sweep point {_point(d)} runs {d['deviation']:.0%} above min(P, B·I) of its own "
+                           "loop: a roof is under-measured")
+        elif (d.get("timed_windows") or 1) < 2:
+            reasons.append(f"the sweep point {_point(d)} strays {-d['deviation']:.0%} under min(P, B·I) and was "
+                           "not timed again")
+        else:
+            warnings.append(f"the sweep point {_point(d)} runs {-d['deviation']:.0%} under its band in both of "
+                            "its windows: the hardware's (loads and FMAs of that loop overlap less than the "
+                            "two-line model assumes), not a fault of the measurement")
+    for dtype, soft in (fit.get("ridge_softness") or {}).items():
+        if soft["shortfall"] > FIT_LIMIT:
+            warnings.append(f"{dtype} ridge is soft: {soft['shortfall']:.0%} under min(P, B·I) at "
+                            f"{soft['intensity_flop_per_byte']:.3g} FLOP/B (ridge {soft['ridge_flop_per_byte']:.3g})")
+    return reasons, warnings
+
+
+def invalid_reasons(validation: dict, hierarchy: dict) -> list[str]:
+    """Points, working-set sizes or GEMM sizes that failed their check: the kernel or the library
+    computed something else than what was timed, so the run's times are not the work counted. A
+    matrix unit the library refused (`matrix_failed_units`) has no ceiling and is named there."""
+    out = []
+    if validation.get("invalid"):
+        out.append(f"invalid points: {validation['invalid']} of {validation.get('points', '?')} sweep points "
+                   "failed their closed-form check")
+    if hierarchy.get("invalid_sizes"):
+        out.append(f"invalid points: {hierarchy['invalid_sizes']} working-set size(s) failed their check")
+    if validation.get("invalid_matrix_sizes"):
+        out.append(f"invalid points: {validation['invalid_matrix_sizes']} GEMM size(s) failed their check")
+    return out

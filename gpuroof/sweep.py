@@ -7,9 +7,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from gpuroof.backends.base import ITEMSIZE, SWEEP_B, VARIANTS, Backend, SweepBuffers
+from gpuroof.backends.base import INPUT_PERIOD, ITEMSIZE, SWEEP_B, VARIANTS, Backend, SweepBuffers, input_sum
 from gpuroof.hostbound import host_bound, per_rep
-from gpuroof.quality import BUSY_RETRIES, quiet_window
+from gpuroof.quality import BUSY_RETRIES, FIT_LIMIT, quiet_window
 from gpuroof.roofline import Roofline
 from gpuroof.telemetry import Sampler
 
@@ -67,41 +67,27 @@ def counts(dtype: str, variant: str, fmas: int, elements: int, partial_elements:
     return flops, nbytes
 
 
-#: Elements checked at a time: the float64 copies of a chunk stay small whatever the buffer's size.
-CHECK_CHUNK = 1 << 22
-
-
 def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements: int,
           partial_elements: int, passes: int = 1) -> float:
     """Relative error of the last launch's output against the closed form (exact for a = -1); inf
     when any output element (rw) or partial sum (ro) is not finite: one the kernel never wrote is
-    still the NaN it was filled with, and must fail the point, never vanish in a max.
-
-    Read in chunks of CHECK_CHUNK elements: a DRAM buffer is 8x the last-level cache (GiBs on a
-    server part), and float64 copies of it whole would need several times that in memory.
-    """
+    still the NaN it was filled with (Backend.poison), and must fail the point, never vanish in a max.
+    Every output element is read (Backend.rw_error), none sampled; the sum the partial sums must
+    make is a closed form of the input (input_sum)."""
     xp = backend.xp
-    worst = scale = want = 0.0
-    for lo in range(0, elements, CHECK_CHUNK):
-        hi = min(elements, lo + CHECK_CHUNK)
-        x = backend.as_float64(buf.x[lo:hi], buf.dtype)
-        expect = x if fmas % 2 == 0 else SWEEP_B - x
-        if variant == "rw":
-            got = backend.as_float64(buf.out[lo:hi], buf.dtype)
-            if not bool(xp.isfinite(got).all()):  # unwritten (the NaN fill) or overflowed
-                return float("inf")
-            worst = max(worst, float(xp.max(xp.abs(got - expect))))
-            scale = max(scale, float(xp.max(xp.abs(expect))))
-        else:
-            want += float(xp.sum(expect))
     if variant == "rw":
+        worst = backend.rw_error(buf, fmas, elements)
+        # the input repeats every INPUT_PERIOD elements (sweep_input): its first period holds every
+        # value of the buffer, so the largest |f(x)| is read there
+        head = backend.as_float64(buf.x[:min(elements, INPUT_PERIOD)], buf.dtype)
+        scale = float(xp.max(xp.abs(head if fmas % 2 == 0 else SWEEP_B - head)))
         err = worst / scale if scale > 0 else float("inf")
     else:
         partial = backend.as_float64(buf.partial[:partial_elements], buf.dtype)
         if not bool(xp.isfinite(partial).all()):
             return float("inf")
         got_sum = float(xp.sum(partial))
-        want *= passes
+        want = input_sum(elements, fmas) * passes
         err = abs(got_sum - want) / abs(want) if want != 0 else float("inf")
     return err if np.isfinite(err) else float("inf")
 
@@ -128,8 +114,7 @@ def time_point(backend: Backend, settings: SweepSettings, sampler: Sampler, buf:
     its output checked against the closed form; one row per repetition."""
     dtype = buf.dtype
     launch = backend.sweep_launch(buf, fmas, variant, elements, **kernel)
-    buf.partial[...] = np.nan  # stale results of another point can never pass the check
-    buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF  # NaN bits
+    backend.poison(buf, variant, elements)  # stale results of another point can never pass the check
     t_start = sampler.now()
     win = quiet_window(lambda: backend.timed(launch.run, warmup=settings.warmup, min_reps=settings.min_reps,
                                              max_reps=settings.max_reps, budget_s=settings.budget_s),
@@ -208,39 +193,50 @@ def run_sweep(backend: Backend, settings: SweepSettings, sampler: Sampler,
     for dtype in settings.dtypes:
         sampler.phase(f"compile {dtype}")
         backend.compile(dtype)  # JIT time stays out of every timed window
+        sampler.phase(f"allocate {dtype}")
         buf = backend.alloc_sweep(dtype, nbytes)
         buffers[dtype] = buf.elements
         for variant in settings.variants:
             sampler.phase(f"{dtype} {variant}")
-            elements = buf.elements
-            def shape(fmas: int, elements: int) -> dict:
-                if tuner is None:
-                    return {}
-                k = tuner.kernel(buf, variant, elements) if not fmas else \
-                    tuner.known(dtype, variant, elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1))
-                return {"kernel": k} if k is not None else {}
-
-            for fmas in settings.fmas:
-                if not fmas:
-                    elements = buf.elements
-                else:  # sized by its own time: one untimed launch on the last point's elements
-                    trial = backend.sweep_launch(buf, fmas, variant, elements, **shape(fmas, elements))
-                    trial_s = float(np.median(backend.time(trial.run, warmup=0, min_reps=1, max_reps=1,
-                                                           budget_s=0.0)))
-                    elements = compute_point_elements(elements, trial_s, settings.max_launch_s,
-                                                      backend.sweep_step(buf, fmas, variant), buf.elements)
-                kernel = shape(fmas, elements)
-                point = time_point(backend, settings, sampler, buf, variant, fmas, elements, kernel)
-                rows += point
-                if progress:
-                    p0 = point[0]
-                    med = float(np.median([r["time_s"] for r in point]))
-                    progress({"dtype": dtype, "variant": variant, "fmas": fmas,
-                              "intensity": p0["intensity_flop_per_byte"], "gflops": p0["flops"] / med / 1e9,
-                              "gbps": p0["bytes"] / med / 1e9, "clock_mhz": p0.get("sm_clock_mhz"),
-                              "valid": p0["valid"], "disturbed": p0.get("disturbed")})
-        del buf
+            rows += sweep_variant(backend, settings, sampler, buf, variant, progress, tuner)
+        del buf  # no launch of this dtype outlives the loop: its memory is free for the next one
     return SweepResult(samples=pd.DataFrame(rows), buffers=buffers)
+
+
+def sweep_variant(backend: Backend, settings: SweepSettings, sampler: Sampler, buf: SweepBuffers, variant: str,
+                  progress: Callable[[dict], None] | None = None, tuner=None) -> list[dict]:
+    """The points of one dtype and variant, FMA count by FMA count; one row per repetition."""
+    dtype = buf.dtype
+    rows: list[dict] = []
+
+    def shape(fmas: int, elements: int) -> dict:
+        if tuner is None:
+            return {}
+        k = tuner.kernel(buf, variant, elements) if not fmas else \
+            tuner.known(dtype, variant, elements * ITEMSIZE[dtype] * (2 if variant == "rw" else 1))
+        return {"kernel": k} if k is not None else {}
+
+    elements = buf.elements
+    for fmas in settings.fmas:
+        if not fmas:
+            elements = buf.elements
+        else:  # sized by its own time: one untimed launch on the last point's elements
+            trial = backend.sweep_launch(buf, fmas, variant, elements, **shape(fmas, elements))
+            trial_s = float(np.median(backend.time(trial.run, warmup=0, min_reps=1, max_reps=1,
+                                                   budget_s=0.0)))
+            elements = compute_point_elements(elements, trial_s, settings.max_launch_s,
+                                              backend.sweep_step(buf, fmas, variant), buf.elements)
+        kernel = shape(fmas, elements)
+        point = time_point(backend, settings, sampler, buf, variant, fmas, elements, kernel)
+        rows += point
+        if progress:
+            p0 = point[0]
+            med = float(np.median([r["time_s"] for r in point]))
+            progress({"dtype": dtype, "variant": variant, "fmas": fmas,
+                      "intensity": p0["intensity_flop_per_byte"], "gflops": p0["flops"] / med / 1e9,
+                      "gbps": p0["bytes"] / med / 1e9, "clock_mhz": p0.get("sm_clock_mhz"),
+                      "valid": p0["valid"], "disturbed": p0.get("disturbed")})
+    return rows
 
 
 #: Per-window columns a point keeps from its samples (quality.Window.columns), where they were recorded.
@@ -396,9 +392,34 @@ def fit_deviations(points: pd.DataFrame, roof: Roofline, dram_min_working_set: i
         dev = max(t_c, t_m) / t - 1 if t < max(t_c, t_m) else (t_c + t_m) / t - 1 if t > t_c + t_m else 0.0
         devs.append({"dtype": r.dtype, "variant": r.variant, "fmas_per_element": int(r.fmas_per_element),
                      "intensity_flop_per_byte": float(r.intensity_flop_per_byte),
-                     "deviation": float(dev),
+                     "deviation": float(dev), "overlapped_deviation": float(max(t_c, t_m) / t - 1),
                      "single_roof_deviation": float(roof.predicted_time(r.flops, r.bytes, r.dtype) / r.time_s - 1)})
     return devs, excluded, loops
+
+
+#: The ridge's neighbourhood: intensities within this factor of a dtype's ridge, where a loop's loads
+#: and FMAs must overlap for the point to reach min(P, B·I).
+RIDGE_BAND = 4.0
+
+
+def ridge_softness(devs: list[dict], roof: Roofline) -> dict:
+    """How soft each dtype's ridge is on this device: the largest shortfall 1 - rate / min(P, B·I) of
+    its points within RIDGE_BAND of the ridge (B: the point's own loop). 0 means loads and FMAs
+    overlap fully there; 0.5 at the ridge itself means they do not overlap at all. A figure of the
+    core (its out-of-order window against the loop's latency), not an error of the measurement."""
+    out: dict = {}
+    for d in devs:
+        ridge = roof.ridge(d["dtype"]) if d["dtype"] in roof.compute else None
+        if not ridge or not ridge / RIDGE_BAND <= d["intensity_flop_per_byte"] <= ridge * RIDGE_BAND:
+            continue
+        short = -d["overlapped_deviation"]
+        cur = out.get(d["dtype"])
+        if cur is None or short > cur["shortfall"]:
+            out[d["dtype"]] = {"shortfall": max(0.0, short), "variant": d["variant"],
+                               "fmas_per_element": d["fmas_per_element"],
+                               "intensity_flop_per_byte": d["intensity_flop_per_byte"],
+                               "ridge_flop_per_byte": ridge}
+    return out
 
 
 def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int = 0) -> dict:
@@ -422,6 +443,7 @@ def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int 
     are left out of the fit and counted.
     """
     devs, excluded, loops = fit_deviations(points, roof, dram_min_working_set)
+    softness = ridge_softness(devs, roof)
     rel = [abs(d["deviation"]) for d in devs]
     single = [abs(d["single_roof_deviation"]) for d in devs]
     w = max(devs, key=lambda d: abs(d["deviation"]), default=None)
@@ -432,6 +454,9 @@ def fit_quality(points: pd.DataFrame, roof: Roofline, dram_min_working_set: int 
             "max_abs_deviation_single_roof": float(max(single)) if single else None,
             "streaming_bandwidth_Bps": {f"{d} {v}": b for (d, v), b in loops.items()},
             "excluded_cache_resident": excluded,
+            "ridge_softness": softness,
+            "strays": [{k: d[k] for k in ("dtype", "variant", "fmas_per_element", "intensity_flop_per_byte",
+                                          "deviation")} for d in devs if abs(d["deviation"]) > FIT_LIMIT],
             "deviation": "per point, the achieved rate against the band between min(P, B*I) (FMAs and loads "
                          "overlapped) and 1 / (1/P + 1/(B*I)) (not overlapped): rate / nearer edge - 1, 0 inside; "
                          "B: the DRAM bandwidth of the point's own loop (its dtype and variant, the best of its "

@@ -4,6 +4,9 @@ from __future__ import annotations
 import math
 import re
 
+#: The file formats a figure can be written in (gpuroof.plots; the CLI checks --format against them).
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 

@@ -50,6 +50,76 @@ def test_cpu_sweep_kernel_matches_closed_form(backend, dtype, variant, fmas):
         assert np.array_equal(buf.out.astype(np.float64), x if fmas % 2 == 0 else SWEEP_B - x)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("fmas", [0, 3])
+def test_cpu_check_reads_what_the_generic_check_reads(backend, dtype, fmas):
+    """The CPU's one-pass rw check (backends/cpu/buffers.py) gives the generic chunked check's figure
+    exactly: right output, an element off by a known amount, a NaN, an unwritten buffer."""
+    from gpuroof.backends.base import Backend
+
+    buf = backend.alloc_sweep(dtype, 5 * backend.granule(dtype) * 8 + 4096)
+    n = buf.elements - backend.granule(dtype)  # a prefix: elements past it are never read
+
+    def both():
+        return backend.rw_error(buf, fmas, n), Backend.rw_error(backend, buf, fmas, n)
+    backend.poison(buf, "rw", buf.elements)
+    backend.sweep_launch(buf, fmas, "rw", n).run()
+    assert both() == (0.0, 0.0)
+    buf.out[n] = 1e9  # past the prefix: not read
+    assert both() == (0.0, 0.0)
+    buf.out[n // 2] += 6
+    assert both() == (6.0, 6.0)
+    buf.out[7] = np.nan
+    assert both() == (np.inf, np.inf)
+    backend.poison(buf, "rw", n)
+    assert np.isnan(buf.out[:n]).all() and both() == (np.inf, np.inf)
+
+
+@pytest.mark.parametrize("elements", [1, 60, 61, 62, 61 * 1000 + 17])
+@pytest.mark.parametrize("fmas", [0, 1])
+def test_input_sum_is_the_sum_of_the_buffer_the_kernels_read(backend, elements, fmas):
+    """The ro check's closed form (base.input_sum) equals the float64 sum of f(x) over the input
+    buffer the backend filled, at every remainder of the input's period."""
+    from gpuroof.backends.base import input_sum
+
+    buf = backend.alloc_sweep("float32", 256 << 10)
+    x = buf.x[:elements].astype(np.float64)
+    assert input_sum(elements, fmas) == float(np.sum(x if fmas % 2 == 0 else SWEEP_B - x))
+
+
+def test_ro_poison_fills_the_partial_sums_and_leaves_the_outputs(backend):
+    buf = backend.alloc_sweep("float32", 64 << 10)
+    buf.out[:] = 1.0
+    backend.poison(buf, "ro", buf.elements)
+    assert np.isnan(buf.partial).all() and (buf.out == 1.0).all()
+    launch = backend.sweep_launch(buf, 0, "ro", buf.elements)
+    assert check(backend, buf, "ro", 0, buf.elements, launch.partial_elements) == np.inf  # never launched
+    launch.run()
+    assert check(backend, buf, "ro", 0, buf.elements, launch.partial_elements) < 1e-6
+
+
+def test_page_pool_hands_memory_out_again_only_when_no_array_uses_it():
+    from gpuroof.backends.cpu.device import PagePool
+
+    pool = PagePool()
+    n = PagePool.MIN_BYTES // 4
+    a = pool.empty(n, "float32")
+    b = pool.empty(n, "float32")
+    assert a.ctypes.data % PagePool.ALIGN == 0 and b.ctypes.data != a.ctypes.data
+    alive = a[10:20]  # a slice of `a` keeps its memory in use
+    addr = a.ctypes.data
+    del a
+    c = pool.empty(n // 2, "float64")
+    assert c.ctypes.data not in (addr, b.ctypes.data) and alive.base is not None
+    del alive
+    d = pool.empty(n // 2, "float64")  # same bytes in another dtype: a's memory again
+    assert d.ctypes.data == addr and d.dtype == np.float64 and d.size == n // 2
+    small = pool.empty(16, "float32")  # small arrays are never pooled
+    assert small.ctypes.data % PagePool.ALIGN == 0 and len(pool._raws) == 3
+    pool.clear()
+    assert pool._raws == [] and d.size == n // 2  # arrays handed out stay valid
+
+
 def test_check_catches_a_wrong_result(backend):
     buf = backend.alloc_sweep("float32", backend.granule("float32") * 4 * 2)
     launch = backend.sweep_launch(buf, 1, "rw", buf.elements)
@@ -114,6 +184,9 @@ AVX512 = ["fma", "avx2", "avx512f"]
     ("GenuineIntel", 6, AVX512, 207, "Intel(R) Xeon(R) Processor", (512, 2)),    # Emerald Rapids
     ("GenuineIntel", 6, AVX512, 143, "Intel Xeon Platinum 8480+", (512, 2)),      # Sapphire Rapids
     ("GenuineIntel", 6, AVX512, 140, "11th Gen Intel Core i7-1165G7", (512, 1)),  # Tiger Lake
+    ("GenuineIntel", 6, AVX512, 167, "11th Gen Intel Core i9-11900K", (512, 1)),  # Rocket Lake: one unit
+    # a KVM guest of an Emerald Rapids host shown as model 167: its AMX flags say two units
+    ("GenuineIntel", 6, AVX512 + ["amx_tile", "avx512_fp16"], 167, "Intel(R) Xeon(R) Processor", (512, 2)),
     ("GenuineIntel", 6, AVX512, 85, "Intel Xeon Gold 6148", (512, 2)),            # Skylake-SP, two units
     ("GenuineIntel", 6, AVX512, 85, "Intel Xeon Silver 4110", (512, 1)),          # Skylake-SP, one unit
     ("GenuineIntel", 6, AVX512, 85, "Intel(R) Xeon(R) Processor", None),          # SKU not named: unknown
@@ -230,8 +303,83 @@ def test_tuner_keeps_the_fastest_valid_shape_and_records_every_candidate(backend
         assert chosen.name == fastest and trial["why"].endswith("the default shape's bandwidth")
     else:
         assert chosen.name == default and trial["why"] == "the register file's own shape"
+    from gpuroof.tune import ROUNDS
+    rounds = trial["rounds"]  # the default is timed in every round, the others in 1 or all
+    assert set(rounds) == set(rates) and rounds[default] == ROUNDS and set(rounds.values()) <= {1, ROUNDS}
     assert tuner.kernel(buf, "ro", buf.elements, passes=4) is chosen and len(tuner.trials) == 1
     assert tuner.known("float32", "ro", buf.elements * 4) is chosen
+
+
+@pytest.mark.parametrize("variant", ["rw", "ro"])
+def test_tuner_drops_a_fast_shape_that_fails_its_check(backend, variant):
+    """A candidate that returns at once and writes nothing is the fastest of the trial: it is
+    checked before its rate counts, fails, is recorded as failed, and the next shape is kept."""
+    from dataclasses import replace
+
+    from gpuroof.backends.base import Launch
+    from gpuroof.tune import Tuner
+
+    class Broken:  # the real backend, with one shape of the streaming loop that does no work
+        def __init__(self, real):
+            self.real = real
+            self.cands = real.kernel_variants(variant, 1 << 12)
+            self.broken = replace(self.cands[0], chains=self.cands[0].chains * 2)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def kernel_variants(self, variant, working_set_bytes):
+            return self.cands + [self.broken]
+
+        def sweep_launch(self, buf, fmas, variant, elements, passes=1, kernel=None):
+            if kernel == self.broken:
+                good = self.real.sweep_launch(buf, fmas, variant, elements, passes)
+                return Launch(lambda: None, good.elements, good.partial_elements, good.partial_itemsize, passes)
+            return self.real.sweep_launch(buf, fmas, variant, elements, passes, kernel=kernel)
+
+    fake = Broken(backend)
+    tuner = Tuner(fake, backend.cache_levels(), budget_s=0.03, min_reps=2, max_reps=4)
+    buf = backend.alloc_sweep("float32", 64 << 10)
+    chosen = tuner.kernel(buf, variant, buf.elements, passes=4)
+    trial = tuner.trials[0]
+    assert chosen != fake.broken and chosen in fake.cands
+    assert trial["checked"][fake.broken.name] is False and trial["candidates_Bps"][fake.broken.name] is None
+    assert trial["checked"][fake.cands[0].name] is True and trial["checked"][chosen.name] is True
+
+
+def test_tuner_keeps_its_choice_for_the_next_run_of_the_same_device_only(backend, tmp_path):
+    """A level's choice is written to the cache under the device's fingerprint; the next tuner of
+    the same fingerprint takes it without timing anything and says so, for any dtype; retune, or a
+    changed version, measures again."""
+    from gpuroof.tune import ChoiceCache, Tuner, fingerprint
+
+    info = backend.device_info()
+    fp = fingerprint("cpu", info, {"gpuroof": "1.0", "numba": "0.60"})
+    assert fingerprint("cpu", {**info, "nominal_clock_mhz": 1.0}, {"gpuroof": "1.0", "numba": "0.60"}) == fp
+
+    def tuner(cache):
+        return Tuner(backend, backend.cache_levels(), budget_s=0.03, min_reps=2, max_reps=4, cache=cache)
+    buf = backend.alloc_sweep("float32", 64 << 10)
+    first = tuner(ChoiceCache.open(fp, tmp_path))
+    chosen = first.kernel(buf, "ro", buf.elements, passes=4)
+    assert first.trials[0]["cached"] is False and first.cache.path.exists()
+
+    timed = []
+    real_time = backend.time
+    backend.time = lambda *a, **k: timed.append(1) or real_time(*a, **k)
+    try:
+        again = tuner(ChoiceCache.open(fp, tmp_path))
+        buf64 = backend.alloc_sweep("float64", 64 << 10)  # the same bytes in float64: the same level
+        assert again.kernel(buf64, "ro", buf64.elements, passes=4) == chosen and not timed
+        assert again.trials[0]["cached"] is True and again.trials[0]["chosen"] == chosen.name
+        assert again.trials[0]["candidates_Bps"] == first.trials[0]["candidates_Bps"]  # the evidence kept
+    finally:
+        backend.time = real_time
+    for cache in (ChoiceCache.open(fp, tmp_path, retune=True),
+                  ChoiceCache.open(fingerprint("cpu", info, {"gpuroof": "1.1", "numba": "0.60"}), tmp_path)):
+        t = tuner(cache)
+        t.kernel(buf, "ro", buf.elements, passes=4)
+        assert t.trials[0]["cached"] is False
 
 
 def test_clock_is_read_right_while_other_threads_spin(backend):

@@ -76,6 +76,19 @@ def test_cpu_gemm_is_checked_against_float64():
     assert g.flops == 2 * 128 ** 3 and g.bytes == 3 * 128 * 128 * 4
 
 
+def test_matrix_ceiling_is_the_p90_of_the_repetitions_over_its_plateau():
+    """As every other ceiling: a GEMM of a plateau size timed again at its own median sits under it."""
+    from gpuroof.sweep import CEILING_PERCENTILE
+
+    rates = {512: [1.0e11, 1.3e11, 1.19e11, 1.25e11, 1.2e11], 1024: [1.2e11, 1.25e11, 1.22e11, 1.21e11, 1.24e11],
+             256: [0.5e11] * 5}  # 256 is off the plateau: 0.5 < 0.97 x the best median
+    df = pd.DataFrame([{"unit": "float32-matrix", "n": n, "flops": 2 * n ** 3, "time_s": 2 * n ** 3 / r,
+                        "valid": True} for n, rs in rates.items() for r in rs])
+    want = float(np.percentile(rates[512] + rates[1024], CEILING_PERCENTILE))
+    got = matrix_ceilings(df)["float32-matrix"]
+    assert got == pytest.approx(want) and got > max(np.median(v) for v in rates.values())
+
+
 def test_matrix_ceiling_ignores_invalid_sizes():
     df = pd.DataFrame({"unit": ["float32-matrix"] * 4, "n": [64, 64, 128, 128], "time_s": [1e-3, 1e-3, 1e-4, 1e-4],
                        "flops": [2 * 64 ** 3] * 2 + [2 * 128 ** 3] * 2, "valid": [True, True, False, False]})

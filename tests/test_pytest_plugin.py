@@ -87,12 +87,16 @@ def test_readme_example_measures_once_then_uses_the_cache(pytester, tmp_path):
     assert len(entries) == 1
     assert list((cache / "runs").rglob("run.json")), "the measurement's run directory is kept"
 
-    t0 = time.perf_counter()
+    entry = (entries[0].read_bytes(), entries[0].stat().st_mtime_ns)
+    runs = sorted((cache / "runs").rglob("run.json"))
     second = pytester.runpytest_subprocess(*args)
     second.assert_outcomes(passed=2)
     assert "measuring the roofline" not in second.stdout.str()
     second.stdout.fnmatch_lines([f"*gpuroof: roofline of * (cpu) measured *cached in {entries[0]}*"])
-    assert time.perf_counter() - t0 < 10, "a cached roofline is not measured again"
+    # a cached roofline is not measured again: no new run directory, the entry neither rewritten nor added to
+    assert sorted((cache / "runs").rglob("run.json")) == runs
+    assert (entries[0].read_bytes(), entries[0].stat().st_mtime_ns) == entry
+    assert list(cache.glob("roofline-*.json")) == entries
 
 
 def test_a_failing_assertion_shows_where_the_kernel_stands(pytester, tmp_path, cpu_run):

@@ -206,3 +206,54 @@ def test_a_real_quick_run_records_quality_statistic_and_activity(cpu_run):
     assert m["activity"]["wall_s"] > 0 and m["platform"]["blas"]
     assert "(family" in m["device"]["name"] and m["device"]["isa_level"] in m["device"]["name"]
     assert load_run(cpu_run.path).meta["quality"] == m["quality"]
+
+
+def _stray(deviation: float, windows: int) -> dict:
+    return {"dtype": "float64", "variant": "rw", "fmas_per_element": 1, "intensity_flop_per_byte": 0.125,
+            "deviation": deviation, "timed_windows": windows}
+
+
+@pytest.mark.parametrize("stray,ok,word", [
+    (_stray(-0.30, 2), True, "both of its windows"),   # repeats: the hardware's, a warning
+    (_stray(-0.30, 1), False, "not timed again"),      # never confirmed: cannot be trusted
+    (_stray(+0.30, 2), False, "under-measured"),        # faster than its own roofs
+])
+def test_a_stray_that_repeats_is_reported_not_a_fault(stray, ok, word):
+    m = _quiet_meta()
+    m["fit"] = {**m["fit"], "max_abs_deviation": 0.30, "strays": [stray]}
+    q = quality.assess(m)
+    assert q["ok"] is ok, q
+    assert any(word in t for t in (q["warnings"] if ok else q["reasons"])), q
+
+
+def test_invalid_points_and_throttling_mark_the_run():
+    m = _quiet_meta()
+    m["validation"] = {**m["validation"], "invalid": 2}
+    m["throttled_points"] = 3
+    q = quality.assess(m)
+    assert q["ok"] is False
+    assert any("invalid points" in r for r in q["reasons"]) and any("throttled" in r for r in q["reasons"])
+
+
+def test_ridge_softness_is_the_largest_shortfall_near_the_ridge():
+    from gpuroof.roofline import Roofline
+    from gpuroof.sweep import ridge_softness
+
+    roof = Roofline(bandwidth={"dram": 10e9}, compute={"float32": 100e9})  # ridge 10 FLOP/B
+    devs = [{"dtype": "float32", "variant": "ro", "fmas_per_element": f, "intensity_flop_per_byte": i,
+             "overlapped_deviation": d}
+            for f, i, d in ((4, 10.0, -0.4), (8, 20.0, -0.1), (64, 100.0, -0.6))]  # the last is far past the ridge
+    soft = ridge_softness(devs, roof)["float32"]
+    assert soft["shortfall"] == pytest.approx(0.4) and soft["fmas_per_element"] == 4
+
+
+def test_a_unit_the_library_refused_is_no_invalid_gemm_sample():
+    import pandas as pd
+
+    from gpuroof.matrix import failed_unit
+    from gpuroof.measure import invalid_matrix_samples
+
+    rows = [{"unit": "float32-matrix", "valid": True, "time_s": 1.0},
+            {"unit": "float32-matrix", "valid": False, "time_s": 1.0},  # a sample that failed its check
+            failed_unit("int8", 1024, "CUBLASError: not supported")]
+    assert invalid_matrix_samples(pd.DataFrame(rows)) == 1

@@ -262,6 +262,12 @@ def test_point_above_compute_roof_is_flagged_as_counting_error():
     assert pl["above_roof"] and "matrix unit" in pl["notes"][1]
 
 
+def test_a_closed_form_workload_above_its_compute_roof_names_the_roof_not_the_count():
+    pl = place_case(ROOF, flops=1e10, nbytes=1e6, time_s=5e-3, unit="float32", closed_form="gemm blas m=2048")
+    assert pl["above_roof"] and "counting error" not in pl["notes"][0]
+    assert "under-measured: gemm blas m=2048 reached 2000 GFLOP/s" in pl["notes"][0]
+
+
 def test_point_within_noise_is_not_flagged():
     pl = place_case(ROOF, flops=1e6, nbytes=1e8, time_s=0.97e-3, unit="float32")
     assert not pl["above_roof"]

@@ -26,13 +26,30 @@ SWEEP_B = 3.0
 
 VARIANTS = ("ro", "rw")  # read-only (one small write per thread) and read-write (out[i] = f(x[i]))
 
+#: Elements checked at a time by the generic check (Backend.rw_error).
+CHECK_CHUNK = 1 << 22
+
 #: Bytes per element of each dtype the sweep knows.
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
+#: The sweep's input repeats every this many elements (sweep_input): its first period holds every value.
+INPUT_PERIOD = 61
+
+
 def sweep_input(index: np.ndarray) -> np.ndarray:
     """The sweep's input value for element `index`: real, non-zero, exact in every dtype (≤ 30.5)."""
-    return ((index * 37) % 61 + 1) * 0.5
+    return ((index * 37) % INPUT_PERIOD + 1) * 0.5
+
+
+def input_sum(elements: int, fmas: int) -> float:
+    """The sum of f(x) over the first `elements` inputs, in closed form (f(x) = x after an even FMA
+    count, SWEEP_B - x after an odd one): the input repeats every INPUT_PERIOD elements. Exact in
+    float64: every term and partial sum is a half-integer far below 2**52."""
+    full, rest = divmod(int(elements), INPUT_PERIOD)
+    period = sweep_input(np.arange(INPUT_PERIOD, dtype=np.int64))
+    total = full * float(period.sum()) + float(period[:rest].sum())
+    return SWEEP_B * elements - total if fmas % 2 else total
 
 
 def fill_value(storage: Any) -> Any:
@@ -260,6 +277,33 @@ class Backend:
     def as_float64(self, arr: Any, dtype: str) -> Any:
         """`arr` (stored as `dtype`) as float64, on the backend's own array module."""
         raise NotImplementedError
+
+    def poison(self, buf: SweepBuffers, variant: str, elements: int) -> None:
+        """Fill what a launch of `variant` writes with NaN (bfloat16: its NaN bits) before it runs:
+        rw the first `elements` outputs, ro the partial sums. A result the kernel never writes can
+        then never pass the check."""
+        if variant == "rw":
+            buf.out[:elements] = np.nan if buf.dtype != "bfloat16" else 0xFFFF
+        else:
+            buf.partial[...] = np.nan
+
+    def rw_error(self, buf: SweepBuffers, fmas: int, elements: int) -> float:
+        """The largest |out - f(x)| over the first `elements` of an rw launch, in float64, f(x) the
+        closed form after `fmas` FMAs (x when even, SWEEP_B - x when odd); inf when any output is
+        not finite (unwritten: the NaN fill, or overflowed).
+
+        Here in chunks of CHECK_CHUNK elements on the array module: the float64 copies of a chunk
+        stay small whatever the buffer's size (a DRAM buffer is 8x the last-level cache)."""
+        xp = self.xp
+        worst = 0.0
+        for lo in range(0, elements, CHECK_CHUNK):
+            hi = min(elements, lo + CHECK_CHUNK)
+            x = self.as_float64(buf.x[lo:hi], buf.dtype)
+            got = self.as_float64(buf.out[lo:hi], buf.dtype)
+            if not bool(xp.isfinite(got).all()):
+                return float("inf")
+            worst = max(worst, float(xp.max(xp.abs(got - (x if fmas % 2 == 0 else SWEEP_B - x)))))
+        return worst
 
     def telemetry_source(self) -> Callable[[], dict]:
         """A callable returning one telemetry sample (clocks, power, temperature, ...)."""

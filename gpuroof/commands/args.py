@@ -5,8 +5,7 @@ import argparse
 from typing import Callable
 
 from gpuroof.errors import UsageError
-from gpuroof.plots.common import FORMATS
-from gpuroof.units import parse_bytes
+from gpuroof.units import FIGURE_FORMATS as FORMATS, parse_bytes
 
 
 def size(text: str) -> int:

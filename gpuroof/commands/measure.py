@@ -25,6 +25,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="memory levels to measure, e.g. l1,l2,dram (default: every level the device has: "
                         "l1,l2,l3,dram on a CPU; shared,l1,l2,dram on a GPU)")
     m.add_argument("--no-matrix", action="store_true", help="skip the GEMM (matrix unit) ceilings")
+    m.add_argument("--retune", action="store_true",
+                   help="measure the loop shapes again instead of taking the choices an earlier run of this "
+                        "device kept (user cache directory, or $GPUROOF_CACHE_DIR)")
     m.add_argument("--out", default=None, help="run directory (default RESULTS_DIR/<device>/<UTC time>/)")
     m.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     m.set_defaults(func=main)
@@ -39,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
     summaries = []
     for dev in indices:
         res = measure(args.backend, dev, args.dtype, args.quick, args.buffer_size, args.out,
-                      argv=["gpuroof", *sys.argv[1:]], levels=args.levels, matrix=not args.no_matrix)
+                      argv=["gpuroof", *sys.argv[1:]], levels=args.levels, matrix=not args.no_matrix,
+                      retune=args.retune)
         print(summary_table(res.meta))
         print(f"run directory: {res.run_dir}")
         summaries.append(json_summary(res.meta, res.run_dir))

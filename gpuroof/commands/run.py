@@ -18,6 +18,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="the main job: measure, bench the workloads, draw the figures, write report.html")
     r.add_argument("--device", type=args_t.device, default=0, help="device index or 'all' (default 0)")
     r.add_argument("--quick", action="store_true", help="the short version (about a minute on 2 cores)")
+    r.add_argument("--retune", action="store_true",
+                   help="measure the loop shapes again instead of taking the choices an earlier run of this "
+                        "device kept (user cache directory, or $GPUROOF_CACHE_DIR)")
     r.add_argument("--out", default=None, help="run directory (default RESULTS_DIR/<device>/<UTC time>/)")
     r.add_argument("--format", type=args_t.str_list, default=["png", "svg"], help="figure formats (png, svg, pdf)")
     r.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
@@ -39,7 +42,8 @@ def main(args: argparse.Namespace) -> int:
     outputs = []
     for dev in indices:
         # 1. measure: the device's ceilings, written into a new run directory
-        res = measure(args.backend, dev, quick=args.quick, out=args.out, argv=["gpuroof", *sys.argv[1:]])
+        res = measure(args.backend, dev, quick=args.quick, out=args.out, argv=["gpuroof", *sys.argv[1:]],
+                      retune=args.retune)
         print(summary_table(res.meta))
         # 2. bench: the workloads timed and placed on the ceilings just measured
         backend = get_backend(args.backend, dev)

@@ -16,13 +16,12 @@ import pandas as pd
 from gpuroof.errors import UsageError
 from gpuroof.results import Run, load_run
 from gpuroof.roofline import finite_rates as _finite  # noqa: F401  (the plots' name for it)
-from gpuroof.units import si
+from gpuroof.units import FIGURE_FORMATS as FORMATS, si
 
 if TYPE_CHECKING:  # the drawing libraries are imported when a figure is drawn: `gpuroof --help` stays fast
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150
 
 #: Colour of each dtype (seaborn's colorblind palette), shared by roofs and points in every figure.

@@ -11,10 +11,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpuroof.backends.base import (ITEMSIZE, Backend, Gemm, Launch, Level, SweepBuffers, check_reps, repeat,
+from gpuroof.backends.base import (INPUT_PERIOD, ITEMSIZE, Backend, Gemm, Launch, Level, SweepBuffers, check_reps, repeat,
                                    sweep_input)
 from gpuroof.backends.cpu.blas import cpu_gemm
-from gpuroof.backends.cpu.device import (SYS_CPU, CpuTelemetry, aligned_empty, cpu_caches, cpu_device_name,
+from gpuroof.backends.cpu.device import (SYS_CPU, CpuTelemetry, PagePool, cpu_caches, cpu_device_name,
                                          cpu_theoretical, isa_level, meminfo_available, parse_cpuinfo, read,
                                          vector_unit)
 from gpuroof.errors import UsageError
@@ -29,9 +29,11 @@ class CpuBackend(Backend):
             raise UsageError(f"--device {device_index}: the cpu backend has one device (allowed: 0 or all)")
         import numba  # imported here so that `gpuroof info` on a GPU node does not pay for it
 
-        from gpuroof.backends.cpu import kernels
+        from gpuroof.backends.cpu import buffers, kernels
 
         self._k = kernels
+        self._buffers = buffers
+        self._pool = PagePool()
         self.threads = numba.get_num_threads()
         self.facts = parse_cpuinfo(read(Path("/proc/cpuinfo")) or "")
         self.facts["cores_used"] = min(self.threads, self.facts.get("physical_cores") or self.threads)
@@ -136,12 +138,12 @@ class CpuBackend(Backend):
         if need > 0.8 * self.free_memory_bytes():
             raise UsageError(f"--buffer-size {nbytes} bytes: needs {need / 2**30:.1f} GiB (input and output), "
                              f"the machine has {self.free_memory_bytes() / 2**30:.1f} GiB available")
-        x = aligned_empty(n, dtype)
-        # sweep_input repeats every 61 elements: fill from one tile, never an int64 index array of n.
-        tile = sweep_input(np.arange(61 << 16, dtype=np.int64)).astype(dtype)
-        for lo in range(0, n, tile.size):
-            x[lo:lo + tile.size] = tile[:n - lo]
-        out = aligned_empty(n, dtype)
+        x = self._pool.empty(n, dtype)
+        # sweep_input repeats every INPUT_PERIOD elements: fill from one tile, never an int64 index array of n.
+        tile = sweep_input(np.arange(INPUT_PERIOD << 16, dtype=np.int64)).astype(dtype)
+        self._buffers.fill_tiled(x, tile, self.threads)
+        out = self._pool.empty(n, dtype)
+        self._buffers.fill_nan(out, n, self.threads)  # its pages touched here, on every core, not in a timing
         partial = np.empty(self.threads * self._k.LANES, dtype=dtype)
         return SweepBuffers(dtype=dtype, x=x, out=out, partial=partial, elements=n, granule=granule)
 
@@ -202,6 +204,10 @@ class CpuBackend(Backend):
             for kernel in self._k.SHAPE.every_variant(variant):  # every shape a run may try
                 for fmas in (0, 1):  # two code paths in each kernel
                     self.sweep_launch(buf, fmas, variant, buf.elements, kernel=kernel).run()
+        self.poison(buf, "rw", buf.elements)  # and the rw check, with the fill before it
+        self.rw_error(buf, 1, buf.elements)
+        buf.out[0] = np.nan  # and the second pass of a failed rw check
+        self.rw_error(buf, 1, buf.elements)
 
     def time(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
              budget_s: float) -> np.ndarray:
@@ -219,8 +225,21 @@ class CpuBackend(Backend):
     def as_float64(self, arr, dtype: str):
         return np.asarray(arr, dtype=np.float64)
 
+    def poison(self, buf: SweepBuffers, variant: str, elements: int) -> None:
+        if variant == "rw":  # on every core, at memory speed
+            self._buffers.fill_nan(buf.out, elements, self.threads)
+        else:
+            buf.partial[...] = np.nan
+
+    def rw_error(self, buf: SweepBuffers, fmas: int, elements: int) -> float:
+        """One parallel pass (backends/cpu/buffers.py) instead of the generic chunked copies."""
+        return self._buffers.rw_error(buf.x, buf.out, elements, fmas, self.threads)
+
     def telemetry_source(self) -> Callable[[], dict]:
         return CpuTelemetry()
+
+    def close(self) -> None:
+        self._pool.clear()
 
     def max_clocks(self) -> tuple[float | None, float | None]:
         khz = read(SYS_CPU / "cpu0" / "cpufreq" / "cpuinfo_max_freq")

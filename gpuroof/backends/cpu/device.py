@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,10 @@ INTEL_TWO_FMA512 = {106, 108, 143, 173, 174, 207}
 #: Client parts with AVX-512 (Ice Lake 125/126, Tiger Lake 140/141, Rocket Lake 167): ports 0 and 1
 #: fuse into one 512-bit FMA unit (the same FLOPs per cycle as two 256-bit ones).
 INTEL_ONE_FMA512 = {125, 126, 140, 141, 167}
+#: Flags only Intel's server cores from Sapphire Rapids on have (AMX tiles, AVX-512 FP16 with AMX): every
+#: one of them has two 512-bit FMA units. A hypervisor may show another model number (a KVM guest of an
+#: Emerald Rapids host was seen as model 167, Rocket Lake, which has neither flag): the flags settle it.
+INTEL_SERVER_AMX = {"amx_tile", "amx_bf16", "amx_int8"}
 
 
 def vector_unit(vendor: str | None, family: int | None, flags: list[str], model: int | None = None,
@@ -95,7 +100,8 @@ def vector_unit(vendor: str | None, family: int | None, flags: list[str], model:
     Only what the instruction-set flags, the family/model numbers and the model name settle is
     answered. Skylake-SP and Cascade Lake (model 85) differ by SKU: Platinum and Gold 6xxx have two
     512-bit FMA units, Silver, Bronze and Gold 5xxx one; a name that says neither stays unknown (a
-    virtual machine often shows only "Intel Xeon Processor").
+    virtual machine often shows only "Intel Xeon Processor"). AMX flags (INTEL_SERVER_AMX) outrank
+    the model number, which a hypervisor may rewrite.
     """
     f = set(flags)
     if "fma" not in f:
@@ -110,7 +116,7 @@ def vector_unit(vendor: str | None, family: int | None, flags: list[str], model:
         return None
     if "avx512f" not in f:
         return 256, 2  # Haswell and later client/server parts without AVX-512: two 256-bit FMA ports
-    if family == 6 and model in INTEL_TWO_FMA512:
+    if family == 6 and (model in INTEL_TWO_FMA512 or f & INTEL_SERVER_AMX):
         return 512, 2
     if family == 6 and model in INTEL_ONE_FMA512:
         return 512, 1
@@ -174,6 +180,44 @@ def aligned_empty(n: int, dtype, align: int = 4096) -> np.ndarray:
     raw = np.empty(n * itemsize + align, dtype=np.uint8)
     offset = -raw.ctypes.data % align
     return raw[offset:offset + n * itemsize].view(dtype)
+
+
+class PagePool:
+    """Page-aligned arrays whose memory is kept for the next buffer once no array uses it.
+
+    The first touch of a page costs far more than a read of it (under a hypervisor, 2.5 s per GiB
+    against 0.14 s), and a run allocates DRAM-sized buffers again and again: per dtype, for the
+    points timed again, for the working-set sweep. Reused, their pages are touched once per process.
+    Memory is handed out again only when no numpy array refers to it any more (its reference count),
+    so two live buffers never share it. Arrays under MIN_BYTES are plain allocations.
+    """
+
+    MIN_BYTES = 64 << 20
+    ALIGN = 4096
+    GRAIN = 2 << 20  # sizes rounded up to whole huge pages, so that one dtype's buffer fits the other's
+
+    def __init__(self):
+        self._raws: list[np.ndarray] = []
+
+    def empty(self, n: int, dtype) -> np.ndarray:
+        nbytes = n * np.dtype(dtype).itemsize
+        if nbytes < self.MIN_BYTES:
+            return aligned_empty(n, dtype, self.ALIGN)
+        for i in range(len(self._raws)):
+            # referenced by the list and by getrefcount's argument alone: no array uses it
+            if sys.getrefcount(self._raws[i]) == 2 and self._raws[i].size >= nbytes + self.ALIGN:
+                return self._view(self._raws[i], n, dtype)
+        self._raws = [r for r in self._raws if sys.getrefcount(r) > 3]  # drop free ones too small
+        raw = np.empty(-(-(nbytes + self.ALIGN) // self.GRAIN) * self.GRAIN, dtype=np.uint8)
+        self._raws.append(raw)
+        return self._view(raw, n, dtype)
+
+    def _view(self, raw: np.ndarray, n: int, dtype) -> np.ndarray:
+        offset = -raw.ctypes.data % self.ALIGN
+        return raw[offset:offset + n * np.dtype(dtype).itemsize].view(dtype)
+
+    def clear(self) -> None:
+        self._raws = []
 
 
 def meminfo_available() -> int:

@@ -279,24 +279,6 @@ def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 
     fma_sums = fma_chains // 2
     read_bytes, fma_bytes = read_sums * vector_bytes, fma_chains * vector_bytes
 
-    @njit(inline="always")
-    def read_chunks(x, tot, c0, c1, lanes):
-        for c in range(c0, c1):
-            vprefetch(x, uint64(c) * uint64(lanes), prefetch, read_bytes)
-            tot = vadd(tot, vload(x, uint64(c) * uint64(lanes), read_sums, vector_bytes))
-        return tot
-
-    @njit(inline="always")
-    def fma_chunks(x, tot, c0, c1, lanes, fmas, a, b):
-        for c in range(c0, c1):
-            one_chunk_at_a_time()
-            vprefetch(x, uint64(c) * uint64(lanes), prefetch, fma_bytes)
-            acc = vload(x, uint64(c) * uint64(lanes), fma_chains, vector_bytes)
-            for _ in range(fmas):
-                acc = vfma(acc, a, b)
-            tot = vadd(tot, vfold(acc))
-        return tot
-
     @njit(parallel=True, boundscheck=False, cache=True)
     def sweep_ro(x, partial, fmas, a, b, nthreads, passes):
         """Read-only: row t of `partial` holds thread t's sums of f(x[i]) over its range and all
@@ -318,7 +300,10 @@ def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 
                     read_tot = vzeros(x, read_sums, vector_bytes)
                     for _p in range(p0, min(passes, p0 + per)):
                         for b0 in range(c0, c1, FLUSH_CHUNKS):
-                            read_tot = read_chunks(x, read_tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes)
+                            for c in range(b0, min(c1, b0 + FLUSH_CHUNKS)):
+                                vprefetch(x, uint64(c) * uint64(lanes), prefetch, read_bytes)
+                                read_tot = vadd(read_tot, vload(x, uint64(c) * uint64(lanes), read_sums,
+                                                                vector_bytes))
                             if split:
                                 vflush(total, read_tot)
                                 read_tot = vzeros(x, read_sums, vector_bytes)
@@ -327,7 +312,13 @@ def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 
                     tot = vzeros(x, fma_sums, vector_bytes)
                     for _p in range(p0, min(passes, p0 + per)):
                         for b0 in range(c0, c1, FLUSH_CHUNKS):
-                            tot = fma_chunks(x, tot, b0, min(c1, b0 + FLUSH_CHUNKS), lanes, fmas, a, b)
+                            for c in range(b0, min(c1, b0 + FLUSH_CHUNKS)):
+                                one_chunk_at_a_time()
+                                vprefetch(x, uint64(c) * uint64(lanes), prefetch, fma_bytes)
+                                acc = vload(x, uint64(c) * uint64(lanes), fma_chains, vector_bytes)
+                                for _ in range(fmas):
+                                    acc = vfma(acc, a, b)
+                                tot = vadd(tot, vfold(acc))
                             if split:
                                 vflush(total, tot)
                                 tot = vzeros(x, fma_sums, vector_bytes)
