@@ -19,7 +19,7 @@ from gpuroof.backends.base import ITEMSIZE, LEVELS, Level  # noqa: F401 - Level:
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import per_rep
 from gpuroof.quality import BUSY_RETRIES, quiet_window
-from gpuroof.sweep import WINDOW_COLUMNS, check, counts, plateau_statistic, undisturbed
+from gpuroof.sweep import WINDOW_COLUMNS, check, counts, plateau_statistic, shape_name, undisturbed
 
 #: A point is on a level's plateau when its working set is ≤ INSIDE × the level's capacity and
 #: ≥ OUTSIDE × the capacity of the level below (away from both transitions).
@@ -101,6 +101,8 @@ def summarize_hierarchy(samples: pd.DataFrame, levels: list[Level]) -> pd.DataFr
     """One row per working-set size: median bandwidth, its spread, and the level it is named by."""
     g = samples.groupby("working_set_bytes")
     window = {c: (c, "first") for c in WINDOW_COLUMNS if c in samples.columns}
+    if "kernel" in samples.columns:
+        window["kernel"] = ("kernel", "first")
     pts = g.agg(bytes=("bytes", "first"), passes=("passes", "first"), time_s=("time_s", "median"),
                 time_q1_s=("time_s", lambda s: s.quantile(0.25)),
                 time_q3_s=("time_s", lambda s: s.quantile(0.75)), valid=("valid", "all"),
@@ -127,15 +129,16 @@ def plateau_level(ws: int, levels: list[Level]) -> str | None:
 
 
 def level_ceilings(points: pd.DataFrame, levels: list[Level], samples: pd.DataFrame | None = None,
-                   statistics: dict | None = None,
-                   disturbed: list[str] | None = None) -> tuple[dict[str, float], list[dict]]:
+                   statistics: dict | None = None, disturbed: list[str] | None = None,
+                   sources: dict | None = None) -> tuple[dict[str, float], list[dict]]:
     """Each level's bandwidth over its plateau, and the transitions between neighbouring levels.
 
     With the per-repetition `samples`, a level's ceiling is sweep.CEILING_PERCENTILE of the valid
     repetitions of every working set on its plateau (its statistic goes into `statistics`), so a few
     contended repetitions cannot drag it down; without them, the median of the sizes' medians.
     Only sizes timed in an undisturbed window count; a level whose plateau has none takes the
-    disturbed ones and is named in `disturbed`.
+    disturbed ones and is named in `disturbed`. `sources` gets, per level, the loop shapes and the
+    working sets its ceiling came from.
     """
     ok = points[points["valid"]]
     ceilings: dict[str, float] = {}
@@ -145,6 +148,10 @@ def level_ceilings(points: pd.DataFrame, levels: list[Level], samples: pd.DataFr
             continue
         if forced and disturbed is not None:
             disturbed.append(lv.name)
+        if sources is not None:
+            kernels = on["kernel"] if "kernel" in on else [None]
+            sources[lv.name] = {"kernel": "working-set read", "shapes": sorted({shape_name(k) for k in kernels}),
+                                "working_sets_bytes": [int(w) for w in on["working_set_bytes"]]}
         if samples is None:
             ceilings[lv.name] = float(on["bandwidth_Bps"].median())
             continue

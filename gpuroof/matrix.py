@@ -107,12 +107,14 @@ def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
-def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None) -> dict[str, float]:
+def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None,
+                    sources: dict | None = None) -> dict[str, float]:
     """Per unit, the ceiling as every other ceiling is taken (sweep.plateau_statistic): the
     CEILING_PERCENTILE of the valid repetitions' rates over its plateau, the sizes whose median rate
     is within 3% of the best one, from the sizes timed in an undisturbed window; a unit with none
     takes the disturbed ones and is named in `disturbed`. (The best median alone sat under a GEMM
-    of the same shape timed later, at its own median, by the run-to-run noise.)"""
+    of the same shape timed later, at its own median, by the run-to-run noise.) `sources` gets, per
+    unit, the sizes its ceiling came from."""
     if samples.empty:
         return {}
     out = {}
@@ -121,6 +123,9 @@ def matrix_ceilings(samples: pd.DataFrame, disturbed: list[str] | None = None) -
         if forced and disturbed is not None:
             disturbed.append(unit)
         rate = df.groupby("n")["flops"].first() / df.groupby("n")["time_s"].median()
-        top = df[df["n"].isin(rate[rate >= 0.97 * rate.max()].index)]
+        sizes = rate[rate >= 0.97 * rate.max()].index
+        top = df[df["n"].isin(sizes)]
         out[unit] = plateau_statistic(top["flops"] / top["time_s"])["value"]
+        if sources is not None:
+            sources[unit] = {"kernel": "library GEMM", "sizes": [int(n) for n in sizes]}
     return out

@@ -27,7 +27,7 @@ from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matri
 from gpuroof.roofline import Roofline, known
 from gpuroof.quality import ABOVE_THEORETICAL, FIT_LIMIT, Activity, assess, platform_state
 from gpuroof.sweep import (CEILING_STATISTIC, CONVENTIONS, RETIME_DEVIATION, RETIME_MAX, SweepSettings,
-                           extract_ceilings, fit_deviations, retime_strays, run_sweep, summarize)
+                           extract_ceilings, fit_deviations, retime_strays, run_sweep, shape_name, summarize)
 from gpuroof.telemetry import Sampler
 from gpuroof.tune import ChoiceCache, Tuner, fingerprint
 
@@ -220,13 +220,17 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         cei = extract_ceilings(points, DRAM_FACTOR * backend.cache_bytes(), tables["points"])
         roof = cei.roofline.to_dict()
         stats = dict(cei.statistics)
+        sources = sweep_sources(cei.plateaus)
         disturbed = list(cei.disturbed)  # ceilings that had no undisturbed point to come from
         if "hierarchy" in tables:
             hpts = summarize_hierarchy(tables["hierarchy"], sweep_levels)
             level_stats: dict = {}
             level_disturbed: list[str] = []
+            level_sources: dict = {}
             level_bw, transitions = level_ceilings(hpts, sweep_levels, tables["hierarchy"], level_stats,
-                                                   level_disturbed)
+                                                   level_disturbed, level_sources)
+            level_sources.pop("dram", None)
+            sources.update(level_sources)
             disturbed += [n for n in level_disturbed if n != "dram"]
             level_stats.pop("dram", None)  # the intensity sweep's DRAM ceiling stays the roof's
             stats.update(level_stats)
@@ -236,8 +240,9 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         if "shared" in tables and tables["shared"]["valid"].all():
             roof["bandwidth"]["shared"] = float(tables["shared"]["bytes"].iloc[0]
                                                 / tables["shared"]["time_s"].median())
+            sources["shared"] = {"kernel": "shared-memory read", "repetitions": int(len(tables["shared"]))}
         if "matrix" in tables:
-            roof["compute"].update(matrix_ceilings(tables["matrix"], disturbed))
+            roof["compute"].update(matrix_ceilings(tables["matrix"], disturbed, sources))
             meta["matrix_plateau_reached"] = matrix_plateaus(tables["matrix"])
             meta["matrix_failed_units"] = failed_units(tables["matrix"])
         roof["bandwidth"] = dict(sorted(roof["bandwidth"].items(), key=lambda kv: LEVELS.index(kv[0])))
@@ -267,6 +272,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "ratios": theo["ratios"],
             "median_clocks": clocks,
             "plateaus": cei.plateaus,
+            "ceiling_sources": sources,  # per roof: the kernel, shapes and sizes it came from
             "fit": cei.fit,
             "validation": {"points": int(len(points)), "invalid": int(len(invalid)),
                            "invalid_points": invalid[["dtype", "variant", "fmas_per_element",
@@ -297,6 +303,14 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         raise MeasurementError(f"out of memory during the sweep: {e}") from None
     finally:
         backend.close()
+
+
+def sweep_sources(plateaus: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per ceiling of the intensity sweep (DRAM, each dtype): the kernel, the loop shapes and the
+    plateau's points it came from."""
+    return {name: {"kernel": "sweep", "shapes": sorted({shape_name(r.get("kernel")) for r in recs}),
+                   "points": [f"{r['dtype']} {r['variant']} {r['fmas_per_element']} FMAs" for r in recs]}
+            for name, recs in plateaus.items()}
 
 
 @contextmanager

@@ -243,6 +243,11 @@ def sweep_variant(backend: Backend, settings: SweepSettings, sampler: Sampler, b
 WINDOW_COLUMNS = ("other_processes_share", "steal_share", "disturbed", "attempts")
 
 
+def shape_name(kernel) -> str:
+    """A point's loop shape by name; 'default' where it ran in the backend's only one (None, NaN)."""
+    return kernel if isinstance(kernel, str) else "default"
+
+
 def summarize(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per point: median time and its spread, rates at the median, flags."""
     keys = ["dtype", "variant", "fmas_per_element"]
@@ -250,6 +255,8 @@ def summarize(samples: pd.DataFrame) -> pd.DataFrame:
         samples["enqueue_s"] if "enqueue_s" in samples else np.nan, errors="coerce"))
     g = samples.groupby(keys, sort=False)
     window = {c: (c, "first") for c in WINDOW_COLUMNS if c in samples.columns}
+    if "kernel" in samples.columns:  # the loop shape the point ran in (None: the backend's only one)
+        window["kernel"] = ("kernel", "first")
     pts = g.agg(elements=("elements", "first"), working_set_bytes=("working_set_bytes", "first"),
                 flops=("flops", "first"), bytes=("bytes", "first"),
                 intensity_flop_per_byte=("intensity_flop_per_byte", "first"),
@@ -331,7 +338,7 @@ def extract_ceilings(points: pd.DataFrame, dram_min_working_set: int,
             disturbed.append(name)
         best = df[col].max()
         top = df[df[col] >= 0.97 * best]
-        plateaus[name] = top[keys + [col]].to_dict("records")
+        plateaus[name] = top[keys + [c for c in ("kernel",) if c in top.columns] + [col]].to_dict("records")
         if reps is None:
             return float(best)
         on = reps.merge(top[keys], on=keys)

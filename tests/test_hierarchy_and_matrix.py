@@ -9,6 +9,7 @@ from gpuroof.cli import main
 from gpuroof.errors import UsageError
 from gpuroof.hierarchy import (Level, level_ceilings, parse_levels, plateau_level, working_set_sizes)
 from gpuroof.matrix import matrix_ceilings
+from gpuroof.sweep import undisturbed
 
 CPU_LEVELS = [Level("l1", 96 << 10), Level("l2", 2 << 20), Level("l3", 32 << 20), Level("dram", None)]
 
@@ -32,6 +33,36 @@ def test_cpu_run_has_validated_matrix_ceilings(cpu_run):
     assert m["valid"].all() and set(m["unit"]) == {"float32-matrix", "float64-matrix"}
     assert compute["float32-matrix"] > compute["float64-matrix"] > 0
     assert (m["flops"] == 2 * m["n"] ** 3).all()
+
+
+def test_every_roof_names_the_kernel_and_shapes_it_came_from(cpu_run):
+    """run.json's ceiling_sources: per roof, the kernel, its loop shapes and the points, working sets
+    or GEMM sizes that set it, read back against the run's own tables."""
+    meta = cpu_run.meta
+    roofs = {**meta["ceilings"]["bandwidth"], **meta["ceilings"]["compute"]}
+    src = meta["ceiling_sources"]
+    assert set(src) == set(roofs)
+    tuned = {t["level"]: t["chosen"] for t in meta["device"]["kernel_shape"]["tuned"] if t["loop"] == "ro"}
+    h = pd.read_csv(cpu_run.run_dir / "hierarchy.csv")
+    for level in ("l1", "l2", "l3"):
+        assert src[level]["kernel"] == "working-set read"
+        assert src[level]["shapes"] == [tuned[level]]  # the shape the tuner chose there
+        assert set(src[level]["working_sets_bytes"]) <= set(h["working_set_bytes"])
+    points = pd.read_csv(cpu_run.run_dir / "points.csv")
+    for name in ("dram", "float32", "float64"):
+        assert src[name]["kernel"] == "sweep" and src[name]["points"]
+        for p in src[name]["points"]:
+            dtype, variant, fmas, _ = p.split()
+            assert ((points["dtype"] == dtype) & (points["variant"] == variant)
+                    & (points["fmas_per_element"] == int(fmas))).any(), p
+    assert src["dram"]["shapes"] and "default" not in src["dram"]["shapes"]  # DRAM ran in tuned shapes
+    m = pd.read_csv(cpu_run.run_dir / "matrix.csv")
+    for unit in ("float32-matrix", "float64-matrix"):
+        assert src[unit]["kernel"] == "library GEMM"
+        assert set(src[unit]["sizes"]) <= set(m.loc[m["unit"] == unit, "n"])
+        on = undisturbed(m[(m["unit"] == unit) & m["valid"]])[0]  # the sizes matrix_ceilings reads
+        best = on.groupby("n")["flops"].first() / on.groupby("n")["time_s"].median()
+        assert int(best.idxmax()) in src[unit]["sizes"]
 
 
 def test_working_set_sizes_cover_the_range_geometrically():
