@@ -80,7 +80,7 @@ def hierarchy_sweep(backend: Any, levels: list[Level], *, quick: bool, budget_s:
                                f"the working set of {ws} bytes", retries)
             times, host = win.result.times_s, per_rep(win.result)
             t1 = sampler.now() if sampler is not None else 0.0
-            err = check(backend, buf, "ro", 0, elements, launch.partial_elements, passes)
+            err = check(backend, buf, "ro", 0, elements, launch.partial_elements, passes, launch.expected_sum)
             _, nbytes = counts(DTYPE, "ro", 0, elements, launch.partial_elements,
                                launch.partial_itemsize, passes)
             tel = sampler.window(t0, t1) if sampler is not None else {}

@@ -68,12 +68,13 @@ def counts(dtype: str, variant: str, fmas: int, elements: int, partial_elements:
 
 
 def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements: int,
-          partial_elements: int, passes: int = 1) -> float:
+          partial_elements: int, passes: int = 1, expected_sum: Callable[[], float] | None = None) -> float:
     """Relative error of the last launch's output against the closed form (exact for a = -1); inf
     when any output element (rw) or partial sum (ro) is not finite: one the kernel never wrote is
     still the NaN it was filled with (Backend.poison), and must fail the point, never vanish in a max.
     Every output element is read (Backend.rw_error), none sampled; the sum the partial sums must
-    make is a closed form of the input (input_sum)."""
+    make is a closed form of the input (input_sum), or `expected_sum()` where the launch gives one
+    (a read loop that folds the input by XOR: Launch.expected_sum)."""
     xp = backend.xp
     if variant == "rw":
         worst = backend.rw_error(buf, fmas, elements)
@@ -87,7 +88,7 @@ def check(backend: Backend, buf: SweepBuffers, variant: str, fmas: int, elements
         if not bool(xp.isfinite(partial).all()):
             return float("inf")
         got_sum = float(xp.sum(partial))
-        want = input_sum(elements, fmas) * passes
+        want = expected_sum() if expected_sum is not None else input_sum(elements, fmas) * passes
         err = abs(got_sum - want) / abs(want) if want != 0 else float("inf")
     return err if np.isfinite(err) else float("inf")
 
@@ -121,7 +122,7 @@ def time_point(backend: Backend, settings: SweepSettings, sampler: Sampler, buf:
                        f"the point {dtype} {variant} {fmas} FMAs", settings.busy_retries)
     times, host = win.result.times_s, per_rep(win.result)
     t_end = sampler.now()
-    err = check(backend, buf, variant, fmas, elements, launch.partial_elements)
+    err = check(backend, buf, variant, fmas, elements, launch.partial_elements, expected_sum=launch.expected_sum)
     valid = err <= TOLERANCE[(variant, dtype)]
     flops, nb = counts(dtype, variant, fmas, elements, launch.partial_elements, launch.partial_itemsize)
     tel = sampler.window(t_start, t_end)

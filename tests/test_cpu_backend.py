@@ -271,7 +271,65 @@ def test_every_tuned_shape_matches_closed_form(backend, dtype, fmas):
         buf.partial[...] = np.nan
         buf.out[...] = np.nan
         launch.run()
-        assert check(backend, buf, kernel.loop, fmas, buf.elements, launch.partial_elements, 2) == 0.0, kernel.name
+        assert check(backend, buf, kernel.loop, fmas, buf.elements, launch.partial_elements, 2,
+                     launch.expected_sum) == 0.0, kernel.name
+
+
+@pytest.mark.parametrize("passes", [1, 2, 3, 7, 64, 1000, 65536, 65539])
+def test_pass_xor_sum_counts_every_pass(passes):
+    """sum over p < passes of (p XOR D) mod 2^32, bit by bit, against the sum itself."""
+    from gpuroof.backends.cpu.buffers import pass_xor_sum
+
+    d = np.array([0, 1, 0x3FC00000, 0xFFFFFFFF, 0x12345678, 0x80000001], np.uint32)
+    want = [sum(p ^ int(v) for p in range(passes)) % (1 << 32) for v in d]
+    assert pass_xor_sum(d, passes).tolist() == want
+
+
+def _xor_brute_force(words, threads, sums, per_vector, passes):
+    """The XOR-folded read's totals by hand: every 32-bit word, one at a time."""
+    chunk = sums * per_vector
+    nchunks = len(words) // chunk
+    total = 0
+    for t in range(threads):
+        lanes = [0] * (sums // 2 * per_vector)
+        for c in range(t * nchunks // threads, (t + 1) * nchunks // threads):
+            for v in range(sums):
+                for w in range(per_vector):
+                    lanes[(v % (sums // 2)) * per_vector + w] ^= int(words[(c * sums + v) * per_vector + w])
+        for lane in lanes:
+            w = sum(p ^ lane for p in range(passes)) % (1 << 32)
+            total += (w & 0xFFFF) + (w >> 16)
+    return total
+
+
+@pytest.mark.parametrize("dtype,passes", [("float64", 3), ("float32", 3), ("float32", 1 << 12)])
+def test_xor_folded_read_checks_every_element_and_every_pass(backend, dtype, passes):
+    """The XOR-folded read loop's partial sums make exactly what the input says, word by word
+    (buffers.xor_read_total against a brute force); a launch that read one granule less, one pass
+    less, or a buffer changed since is caught by the same check."""
+    from gpuroof.backends.cpu.buffers import xor_read_total
+
+    kernel = next(v for v in backend._k.SHAPE.every_variant("ro") if v.xor)
+    buf = backend.alloc_sweep(dtype, 3 * backend.granule(dtype) * 8)
+    rng = np.random.default_rng(3)
+    buf.x[:] = rng.uniform(-30, 30, buf.elements).astype(dtype)  # every bit pattern differs
+    n, g = buf.elements, backend.granule(dtype)
+    want = _xor_brute_force(buf.x[:n].view(np.uint32), backend.threads, kernel.chains, kernel.vector_bytes // 4, min(passes, 3))
+    assert xor_read_total(buf.x[:n], backend.threads, kernel.chains, kernel.vector_bytes, min(passes, 3)) == want
+
+    def err(elements, passes, expect_from):
+        launch = backend.sweep_launch(buf, 0, "ro", elements, passes=passes, kernel=kernel)
+        backend.poison(buf, "ro", n)
+        launch.run()
+        return check(backend, buf, "ro", 0, n, launch.partial_elements, passes, expect_from.expected_sum)
+    full = backend.sweep_launch(buf, 0, "ro", n, passes=passes, kernel=kernel)
+    assert passes > 3 or full.expected_sum() == want
+    assert err(n, passes, full) == 0.0
+    assert err(n, passes - 1, full) > 1e-6  # a pass missing (a power of two of them too)
+    assert err(n - g, passes, full) > 1e-6  # a granule never read
+    before = full.expected_sum()
+    buf.x[5] += 1  # the input changed under the launch
+    assert err(n, passes, full) == 0.0 and full.expected_sum() != before
 
 
 def test_kernel_of_the_other_loop_is_refused(backend):

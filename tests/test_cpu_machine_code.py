@@ -61,6 +61,7 @@ VREG = re.compile(r"%([xyz]mm\d+)")
 STACK = re.compile(r"\(%r[sb]p\)")
 FMA = re.compile(r"\bv?fn?m(add|sub)\d*[ps][sd]\b|\bv?mulp[sd]\b")  # FMA, or SSE's multiply of a*x + b
 ARITH = re.compile(r"\bv?(fn?m(add|sub)\d*|add|mul)p[sd]\b")
+XOR = re.compile(r"\bv?p?(ternlog[dq]|xor[dq]?|xorp[sd])\b")  # the XOR-folded read loop's logic ops
 SCALAR = re.compile(r"\bv?(fn?m(add|sub)\d*|add|mul)s[sd]\b")
 
 
@@ -145,7 +146,7 @@ def hot_loops(asm: str) -> list[tuple[str, list[str]]]:
         def code(loop):
             return [l for b in sorted(loop) for l in body[b]]
         for loop in loops:
-            if any(o < loop for o in loops) or not any(ARITH.search(l) for l in code(loop)):
+            if any(o < loop for o in loops) or not any(ARITH.search(l) or xor_op(l) for l in code(loop)):
                 continue
             kind = "fma" if any(FMA.search(l) for l in code(loop)) else "read"
             found.append((kind, code(loop)))
@@ -153,6 +154,11 @@ def hot_loops(asm: str) -> list[tuple[str, list[str]]]:
             if kind == "fma" and around:
                 found.append(("chunk", code(min(around, key=len))))
     return found
+
+
+def xor_op(line: str) -> bool:
+    """A logic op of the XOR-folded read loop; not the zero idiom (x ^ x) that clears a register."""
+    return bool(XOR.search(line)) and ("(" in line or len(set(VREG.findall(line))) > 1)
 
 
 def vector_stack_traffic(code: list[str]) -> list[str]:
@@ -248,15 +254,15 @@ for loop in ("rw", "ro"):
         fn.compile((t[::1], t[::1] if loop == "rw" else t[:, ::1], types.int64, t, t, types.int64, types.int64))
         out["asm"][v.name] = fn.overloads[fn.signatures[-1]].library.get_asm_str()
         out["variants"][v.name] = {"loop": loop, "bits": 8 * v.vector_bytes, "chains": v.chains,
-                                   "nontemporal": v.nontemporal, "prefetch": v.prefetch}
+                                   "nontemporal": v.nontemporal, "prefetch": v.prefetch, "xor": v.xor}
 json.dump(out, sys.stdout)
 """
 
 
 @pytest.mark.parametrize("name", ["avx2-znver3", "avx512-znver4"])
 def test_every_tuned_variant_keeps_its_chains_in_registers(name, tmp_path):
-    """The shapes a run may choose (isa.KernelShape.variants: half width, half the sums,
-    prefetch, non-temporal stores) are held to the same machine code as the default: no spill or
+    """The shapes a run may choose (isa.KernelShape.variants: half width, half the sums, XOR-folded
+    reads, prefetch, non-temporal stores) are held to the same machine code as the default: no spill or
     scalar arithmetic in a hot loop, the variant's width and chains, and the instructions that make
     it what it says (movnt* stores, prefetches)."""
     cpu, features, _ = TARGETS[name]
@@ -276,7 +282,14 @@ def test_every_tuned_variant_keeps_its_chains_in_registers(name, tmp_path):
             assert not vector_stack_traffic(code), f"{name} {vname}: spill in a {kind} loop"
             assert not [l for l in code if SCALAR.search(l)], f"{name} {vname}: scalar arithmetic"
         read = [code for kind, code in hot if kind == "read"]
-        if v["loop"] == "ro":
+        if v["loop"] == "ro" and v["xor"]:  # half as many running XORs, two loads folded into each
+            ops = [l for l in read[0] if xor_op(l)]
+            assert read and chains(ops, XOR) == v["chains"] // 2, f"{name} {vname}: running XORs"
+            assert all(width in l for l in ops), f"{name} {vname}: not {width}"
+            assert not [l for l in read[0] if ARITH.search(l)], f"{name} {vname}: float arithmetic"
+            if name.startswith("avx512"):  # one three-input op per two loaded vectors
+                assert all("ternlog" in l for l in ops), f"{name} {vname}: {ops[:2]}"
+        elif v["loop"] == "ro":
             assert read and chains(read[0], ARITH) == v["chains"], f"{name} {vname}: read sums"
             assert all(width in l for l in read[0] if ARITH.search(l)), f"{name} {vname}: not {width}"
         nt = [l for l in asm.splitlines() if re.search(r"\bv?movnt", l)]

@@ -177,6 +177,9 @@ class Launch:
     partial_elements: int  # per-thread partial sums written by the read-only variant
     partial_itemsize: int
     passes: int = 1  # times each element is read in one launch (cache-sized working sets)
+    #: The sum the ro partial sums must make where the loop does not sum the input (an XOR-folded
+    #: read): computed from the input on demand. None: base.input_sum's closed form.
+    expected_sum: Callable[[], float] | None = None
 
 
 class Backend:

@@ -189,6 +189,11 @@ class CpuBackend(Backend):
             def run() -> None:
                 fn(x, partial, fmas, a, b, threads, passes)
             partial_elements = buf.partial.size
+            if kernel is not None and kernel.xor and not fmas:  # the loop XORs, it does not sum
+                return Launch(run=run, elements=elements, partial_elements=partial_elements,
+                              partial_itemsize=ITEMSIZE[buf.dtype], passes=passes,
+                              expected_sum=lambda: float(self._buffers.xor_read_total(x, threads, kernel.chains,
+                                                                                    kernel.vector_bytes, passes)))
         else:
             raise ValueError(f"variant {variant!r}: allowed ro, rw")
         return Launch(run=run, elements=elements, partial_elements=partial_elements,

@@ -6,7 +6,8 @@ the timing it checks. Here each element is read once, on every core, in loops th
 vectorizes: an rw output is compared with its closed form element by element and the mismatches
 counted (a NaN never equals anything, so an unwritten element is one); only when some differ is
 the largest difference computed, in a second, scalar pass. (An ro launch's partial sums are checked
-against base.input_sum, a closed form that reads nothing.)
+against base.input_sum, a closed form that reads nothing; an XOR-folded read's against
+xor_read_total, which reads the input once.)
 """
 from __future__ import annotations
 
@@ -90,3 +91,40 @@ def rw_error(x: np.ndarray, out: np.ndarray, elements: int, fmas: int, threads: 
 
 def fill_nan(out: np.ndarray, elements: int, threads: int) -> None:
     _fill_nan(out, elements, threads)
+
+
+def pass_xor_sum(folded: np.ndarray, passes: int) -> np.ndarray:
+    """Per 32-bit word D of `folded`: the sum over p < passes of (p XOR D), mod 2^32, counted bit
+    by bit (bit b of p XOR D is set for the p whose bit b differs from D's)."""
+    d = folded.astype(np.uint64)
+    total = np.zeros_like(d)
+    for b in range(32):
+        period = 1 << (b + 1)
+        ones = (passes // period) * (1 << b) + max(0, passes % period - (1 << b))  # p < passes with bit b set
+        count = np.where((d >> np.uint64(b)) & np.uint64(1), np.uint64(passes - ones), np.uint64(ones))
+        total = (total + (count << np.uint64(b))) % np.uint64(1 << 32)
+    return total
+
+
+def xor_read_total(x: np.ndarray, threads: int, sums: int, vector_bytes: int, passes: int) -> int:
+    """What the partial sums of an XOR-folded read (kernels.make_ro with xor) must add up to, from
+    the input itself: per thread and per 32-bit word position of its chunks, the XOR of its range
+    (each chunk's two halves folded onto one) seeded with each pass's number, summed over the
+    passes mod 2^32 as the kernel's wrapping totals are, each total w written as
+    (w mod 2^16) + (w div 2^16) as the kernel writes it (kernels.vflushwords). A chunk skipped, or
+    a pass missing or repeated, changes it (a pass count's power of two no longer cancels the low
+    bits of the input's patterns, as a plain multiple of the passes would)."""
+    words = x.view(np.uint32)
+    per_vector = vector_bytes // 4
+    chunk = sums * per_vector
+    nchunks = words.size // chunk
+    total = 0
+    for t in range(threads):
+        c0, c1 = t * nchunks // threads, (t + 1) * nchunks // threads
+        if c1 == c0:
+            continue
+        block = words[c0 * chunk:c1 * chunk].reshape(c1 - c0, sums, per_vector)
+        folded = np.bitwise_xor.reduce(block, axis=0)
+        w = pass_xor_sum(folded[: sums // 2] ^ folded[sums // 2:], passes)
+        total += int(((w & np.uint64(0xFFFF)) + (w >> np.uint64(16))).sum())
+    return total

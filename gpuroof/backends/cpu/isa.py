@@ -146,10 +146,11 @@ class LoopVariant:
     chains: int
     nontemporal: bool = False
     prefetch: int = 0  # bytes ahead that each chunk prefetches its input (0: none)
+    xor: bool = False  # read loop: chunks folded by XOR of their bits, not summed (kernels.make_ro)
 
     @property
     def name(self) -> str:
-        what = "chains" if self.loop == "rw" else "sums"
+        what = "chains" if self.loop == "rw" else "xor-folded" if self.xor else "sums"
         return (f"{self.loop} {8 * self.vector_bytes}-bit x{self.chains} {what}"
                 + (" nt-stores" if self.nontemporal else "")
                 + (f" prefetch {self.prefetch // 1024} KiB" if self.prefetch else ""))
@@ -194,16 +195,19 @@ class KernelShape:
     def variants(self, loop: str, dram: bool) -> list[LoopVariant]:
         """Candidates for the streaming loop `loop` at one level, the default first: half the vector
         width where the register is 512 bits wide (Zen 5's L2); in a cache, for the read loop, half
-        the running sums (a shorter loop body); at DRAM size, input prefetched PREFETCH_BYTES ahead
-        (loads in flight beyond the out-of-order window) and, for the copy loop, non-temporal stores
-        (no read for ownership). Every candidate's chains divide the default's: the granule holds."""
+        the running sums (a shorter loop body) and the loop that folds its loads by XOR (two loads
+        per integer instruction, where the floating-point adders, not the loads, bound a sum); at
+        DRAM size, input prefetched PREFETCH_BYTES ahead (loads in flight beyond the out-of-order
+        window) and, for the copy loop, non-temporal stores (no read for ownership). Every candidate's chains divide the default's: the granule holds."""
         d = self.default_variant(loop)
         widths = [d.vector_bytes] + ([d.vector_bytes // 2] if d.vector_bytes >= 64 else [])
         out = []
         for vb in widths:
             if not dram:
                 out += [LoopVariant(loop, vb, d.chains)] + \
-                    ([LoopVariant("ro", vb, max(2, d.chains // 2))] if loop == "ro" else [])
+                    ([LoopVariant("ro", vb, max(2, d.chains // 2))] +
+                     [LoopVariant("ro", vb, c, xor=True) for c in (d.chains, max(2, d.chains // 2) // 2 * 2)]
+                     if loop == "ro" else [])
             elif loop == "ro":
                 out += [LoopVariant("ro", vb, d.chains, prefetch=p) for p in (0, PREFETCH_BYTES)]
             else:

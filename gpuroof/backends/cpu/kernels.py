@@ -192,6 +192,81 @@ def vflush(typingctx, acc, v):
     return types.none(acc, v), codegen
 
 
+def _words(v: Vectors) -> ir.VectorType:
+    """One vector of `v` as 32-bit words (float32: one per lane, float64: two)."""
+    return ir.VectorType(ir.IntType(32), v.width * v.dtype.bitwidth // 32)
+
+
+@intrinsic
+def vxorfold(typingctx, acc, v):
+    """acc ^ v[: n/2] ^ v[n/2 :], bit by bit on the 32-bit words (acc: the n/2 vectors). Two loaded
+    vectors per instruction where a three-input logic op exists (AVX-512's vpternlog), one
+    elsewhere, on integer ports: a read loop that combines this way is bound by its loads, not
+    by the floating-point adders a sum of the same bytes runs on."""
+    if acc.count * 2 != v.count or acc.dtype != v.dtype or acc.width != v.width:
+        return None
+
+    def codegen(context, builder, sig, args):
+        words, h = _words(v), acc.count
+        fty = ir.VectorType(context.get_value_type(v.dtype), v.width)
+
+        def one(i, a):
+            lo, hi = (builder.bitcast(builder.extract_value(args[1], j), words) for j in (i, i + h))
+            return builder.bitcast(builder.xor(builder.bitcast(a, words), builder.xor(lo, hi)), fty)
+        return _each(builder, acc, args[0], one)
+    return acc(acc, v), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vwords(typingctx, like, count, vector_bytes, word):
+    """`count` vectors of `vector_bytes` of `like`'s dtype whose every 32-bit word holds `word`
+    (its low 32 bits)."""
+    if not isinstance(count, types.IntegerLiteral) or not isinstance(vector_bytes, types.IntegerLiteral):
+        return None
+    v = Vectors(like.dtype, count.literal_value, _width(like.dtype, vector_bytes.literal_value))
+
+    def codegen(context, builder, sig, args):
+        words = _words(v)
+        w = builder.bitcast(_splat(builder, builder.trunc(args[3], ir.IntType(32)), words.count),
+                            ir.VectorType(context.get_value_type(v.dtype), v.width))
+        return _each(builder, v, context.get_constant_undef(v), lambda i, _: w)
+    return v(like, count, vector_bytes, word), codegen
+
+
+@intrinsic
+def vaddwords(typingctx, u, v):
+    """u + v on the 32-bit words of each vector, wrapping (mod 2^32)."""
+    if u != v:
+        return None
+
+    def codegen(context, builder, sig, args):
+        words = _words(v)
+        fty = ir.VectorType(context.get_value_type(v.dtype), v.width)
+        return _each(builder, v, args[0], lambda i, x: builder.bitcast(builder.add(
+            builder.bitcast(x, words), builder.bitcast(builder.extract_value(args[1], i), words)), fty))
+    return v(u, v), codegen
+
+
+@intrinsic
+def vflushwords(typingctx, acc, v):
+    """acc[: words of v] += each 32-bit word w of v as (w mod 2^16) + (w div 2^16): under 2^17, so
+    exact in every dtype a partial-sum row may have (float32 holds integers up to 2^24)."""
+    def codegen(context, builder, sig, args):
+        words = _words(v)
+        acc_v = Vectors(acc.dtype, v.count, words.count)
+        ptrs = _vector_ptrs(context, builder, acc, args[0], context.get_constant(types.intp, 0), acc_v)
+        wide = ir.VectorType(context.get_value_type(acc.dtype), words.count)
+        low, shift = (ir.Constant(words, [c] * words.count) for c in (0xFFFF, 16))
+        for i, ptr in enumerate(ptrs):
+            w = builder.bitcast(builder.extract_value(args[1], i), words)
+            x = builder.uitofp(builder.add(builder.and_(w, low), builder.lshr(w, shift)), wide)
+            builder.store(builder.fadd(builder.load(ptr, align=8), x), ptr, align=8)
+        return context.get_dummy_value()
+    if acc.dtype != types.float64:
+        return None
+    return types.none(acc, v), codegen
+
+
 @intrinsic(prefer_literal=True)
 def vprefetch(typingctx, arr, start, distance, nbytes):
     """Prefetch (llvm.prefetch: read, into every cache level) each 64-byte line of the `nbytes`
@@ -272,11 +347,16 @@ def make_rw(vector_bytes: int, chains: int, nontemporal: bool, prefetch: int = 0
     return sweep_rw
 
 
-def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 0):
+def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 0, xor: bool = False):
     """The read-only kernel of one shape: its FMA loop folds `fma_chains` chains into half as many
-    sums; its pure read loop adds straight from memory into `read_sums` sums; both prefetch their
-    input `prefetch` bytes ahead (0: not at all)."""
+    sums; its pure read loop adds straight from memory into `read_sums` sums, or with `xor` folds
+    each chunk of `read_sums` vectors into half as many by XOR of their bits, starting from the
+    pass's number, and adds each pass's XOR, as 32-bit words, into running totals (so the totals
+    count the passes: buffers.xor_read_total);
+    both prefetch their input `prefetch` bytes ahead (0: not at all)."""
     fma_sums = fma_chains // 2
+    xor_sums = read_sums // 2
+    xor = bool(xor)
     read_bytes, fma_bytes = read_sums * vector_bytes, fma_chains * vector_bytes
 
     @njit(parallel=True, boundscheck=False, cache=True)
@@ -295,6 +375,18 @@ def make_ro(vector_bytes: int, fma_chains: int, read_sums: int, prefetch: int = 
             c1 = (t + 1) * nchunks // nthreads
             split = c1 - c0 > FLUSH_CHUNKS  # a pass is flushed in parts, else every `per` passes
             per = max(1, FLUSH_CHUNKS // max(1, c1 - c0))
+            if fmas == 0 and xor:
+                words = vzeros(x, xor_sums, vector_bytes)
+                for _p in range(passes):
+                    pass_xor = vwords(x, xor_sums, vector_bytes, _p)  # seeded with the pass's number
+                    for c in range(c0, c1):
+                        one_chunk_at_a_time()  # unrolled, two chunks' XORs need twice the registers
+                        vprefetch(x, uint64(c) * uint64(lanes), prefetch, read_bytes)
+                        pass_xor = vxorfold(pass_xor, vload(x, uint64(c) * uint64(lanes), read_sums, vector_bytes))
+                    words = vaddwords(words, pass_xor)
+                vflushwords(total, words)
+                store_totals(partial, t, total)
+                continue
             for p0 in range(0, passes, per):
                 if fmas == 0:
                     read_tot = vzeros(x, read_sums, vector_bytes)
@@ -345,7 +437,7 @@ def ro_kernel(variant: LoopVariant | None = None):
     """The read-only kernel of `variant` (its read loop's width and sums and both loops' prefetch;
     the FMA loop keeps the shape's chains at that width), the shape's own by default."""
     v = variant or SHAPE.default_variant("ro")
-    key = (v.vector_bytes, SHAPE.ro_chains, v.chains, v.prefetch)
+    key = (v.vector_bytes, SHAPE.ro_chains, v.chains, v.prefetch, v.xor)
     if key not in _RO:
         _RO[key] = make_ro(*key)
     return _RO[key]
