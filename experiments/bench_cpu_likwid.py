@@ -8,8 +8,11 @@ shape follows the code generated), and likwid-bench runs its tests for the same 
     avx2          on an AVX-512 machine, every avx512 feature off: likwid's *_avx tests
     sse2          AVX, AVX2, FMA and AVX-512 off: likwid's *_sse tests (SSE has no FMA: mul + add)
 
-gpuroof side: `gpuroof measure --backend cpu --no-matrix` (full, or --quick), the ceilings exactly as
-the run reports them (p90 over each plateau), the DRAM plateau's spread, the fit, the core clock.
+gpuroof side: `gpuroof run --backend cpu` (full, or --quick: the roofline and the bench's workloads
+placed on it), the ceilings exactly as the run reports them (p90 over each plateau), the DRAM
+plateau's spread, the fit, the core clock, the run's verdict, and every workload's achieved rate
+over the roof it sits under (efficiency: at most 1 + the noise the bench allows, or the roof is
+wrong).
 likwid side, on as many threads as numba uses (one per core): peakflops*_fma (FLOP/s), and load at
 a quarter of each cache level's capacity per thread and at 1 GB per thread (read bandwidth), plus
 copy_mem (non-temporal copy) at 1 GB per thread, the like-for-like of a DRAM ceiling that a copy
@@ -98,16 +101,43 @@ def likwid(test: str, per_thread: int, threads: int) -> float:
 
 
 def run_gpuroof(features: str | None, quick: bool, out: Path) -> dict:
-    """One `gpuroof measure` in a fresh process, its numba held to `features` (None: native)."""
+    """One `gpuroof run` in a fresh process, its numba held to `features` (None: native): run.json,
+    with the placed workloads under `workloads_table`."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("NUMBA_CPU_FEATURES", None)
     if features:
         env["NUMBA_CPU_FEATURES"] = features
         env["NUMBA_CACHE_DIR"] = str(out.parent / "numba-cache")  # a cache per feature set
-    cmd = [sys.executable, "-m", "gpuroof", "measure", "--backend", "cpu", "--no-matrix", "--out", str(out),
-           "--json"] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "gpuroof", "run", "--backend", "cpu", "--out", str(out), "--json"] + \
+        (["--quick"] if quick else [])
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-    return json.loads((out / "run.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
+    import pandas as pd
+
+    meta["workloads_table"] = pd.read_csv(out / "workloads.csv") if (out / "workloads.csv").exists() else None
+    return meta
+
+
+def workload_lines(run: dict) -> list[str]:
+    """The run's workloads over their roofs: the highest efficiency, and every one flagged above."""
+    from gpuroof.bench import NOISE_FLOOR
+
+    wl = run.get("workloads_table")
+    if wl is None or wl.empty:
+        return ["  workloads: none placed"]
+    placed = wl[wl["valid"].astype(bool) & wl["efficiency"].notna()]
+    if placed.empty:
+        return ["  workloads: none placed"]
+    top = placed.sort_values("efficiency", ascending=False)
+    above = top[top["above_roof"].fillna(False).astype(bool)]
+    lines = [f"  workloads: {len(placed)} placed, achieved / roof at most {top['efficiency'].iloc[0]:.3f} "
+             f"({top['name'].iloc[0]} {top['case'].iloc[0]} {top['impl'].iloc[0]}); "
+             f"{len(above)} above their roof beyond the noise (>{NOISE_FLOOR:.0%} and the spread)"]
+    lines += [f"    ABOVE: {r.name} {r.case} {r.impl} {r.efficiency:.3f} of the {r.roof_unit}/{r.level} roof: {r.notes}"
+              for r in above.itertuples()]
+    lines += [f"    {r.name} {r.case} {r.impl}: {r.efficiency:.3f} ({r.bound}-bound, {r.roof_unit})"
+              for r in top.head(5).itertuples()]
+    return lines
 
 
 def c_chain_mhz(cc: str, cores: int, workdir: Path) -> tuple[float, float]:
@@ -126,7 +156,7 @@ def c_chain_mhz(cc: str, cores: int, workdir: Path) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="gpuroof measure --quick (default: the full sweep)")
+    ap.add_argument("--quick", action="store_true", help="gpuroof run --quick (default: the full run)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of both tools (default 2)")
     ap.add_argument("--isa", default=None, help="comma list of native,avx2,sse2 (default: every one the CPU has)")
     args = ap.parse_args()
@@ -217,6 +247,7 @@ def main() -> int:
                   + f"; over wall time {min(wall_c):.0f}-{max(wall_c):.0f} MHz"
                   + (f"; the FMA plateau needs at least {bound * 1.05:.0f} MHz" if bound else "") + ")")
             print(f"  tuned: {tuned}")
+            print("\n".join(workload_lines(r)))
     share = act["other_processes_share"]
     print(f"\nthreads: {threads}; other processes took {share:.1%} of the CPUs' time during the bench"
           + (" (the ratios measure the contention)" if share > 0.1 else ""))

@@ -93,10 +93,11 @@ def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit:
     dtype (and says so). A point above its roof by more than the noise is flagged with the likely
     cause: above the DRAM slope, cache reuse (and the point is also placed against a cache-level
     roof when the run has one), unless the working set is at least twice the last-level cache,
-    where reuse cannot explain it and the note says so; above a compute roof, for a count that is a
-    built-in workload's closed form (`closed_form`: its name), the roof was under-measured, else a
-    counting error (the user's count: measure_kernel, profile ops without a formula), or,
-    after the fallback, a matrix unit faster than the vector roof it was placed against.
+    where reuse cannot explain it and the note says so; above a roof (compute, DRAM past the
+    caches, or every cache level), for a count that is a built-in workload's closed form
+    (`closed_form`: its name), the roof was under-measured, else a counting error (the user's count:
+    measure_kernel, profile ops without a formula), or, after the fallback, a matrix unit faster
+    than the vector roof it was placed against.
     """
     nan = math.nan
     out: dict[str, Any] = {"roof_unit": None, "level": "dram", "intensity": flops / nbytes if nbytes else nan,
@@ -131,11 +132,13 @@ def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit:
     if p.above_roof:
         streams = (working_set_bytes is not None and cache_bytes
                    and working_set_bytes >= COLD_FACTOR * cache_bytes)
+        reached = f"{closed_form} reached {nbytes / time_s / 1e9:.4g} GB/s"
         if p.bound == "memory" and streams:
             notes.append(f"above the dram roof by {excess:.0%} (noise {noise:.0%}) with a working set of "
                          f"{working_set_bytes / 2**20:.0f} MiB, >= {COLD_FACTOR:g}x the last-level cache: "
-                         "not cache reuse; the dram ceiling is below what this kernel streams, or its "
-                         "bytes are counted too high")
+                         "not cache reuse; " + (f"the roof was under-measured: {reached}" if closed_form else
+                                                "the dram ceiling is below what this kernel streams, or its "
+                                                "bytes are counted too high"))
         elif p.bound == "memory":
             notes.append(f"above the dram roof by {excess:.0%} (noise {noise:.0%}): data reused from a "
                          "cache (the working set fits in cache, or is reused within the launch)")
@@ -148,7 +151,10 @@ def place_case(roof: Roofline, flops: float, nbytes: float, time_s: float, unit:
                     notes.append(f"against the {level} roof: efficiency {c.efficiency:.2f}")
                     break
             else:
-                if levels:
+                if levels and closed_form:
+                    notes.append(f"above every cache roof too ({', '.join(levels)}): the {levels[-1]} roof "
+                                 f"was under-measured: {reached}")
+                elif levels:
                     notes.append(f"above every cache roof too ({', '.join(levels)}): a counting error")
                 else:
                     notes.append("no cache-level bandwidth ceiling in the run to place it against")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from gpuroof import __version__
 from gpuroof.backends import get_backend
-from gpuroof.backends.base import Backend
+from gpuroof.backends.base import MIN_TIME_SHARE, NOISE_TARGET, Backend, relative_noise
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
@@ -284,6 +284,7 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "host_bound_points": int(points["host_bound"].fillna(False).astype(bool).sum())
             if points["host_bound"].notna().any() else None,
             "noisy_points": int(points["noisy"].sum()),
+            "stop_rule": stop_rule_summary(tables),
             "ceiling_statistic": {"statistic": CEILING_STATISTIC, "by_ceiling": stats},
             "core_clock": core_clock,
             "disturbed": disturbed_summary(tables, settings.busy_retries, disturbed),
@@ -303,6 +304,24 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
         raise MeasurementError(f"out of memory during the sweep: {e}") from None
     finally:
         backend.close()
+
+
+def stop_rule_summary(tables: dict[str, pd.DataFrame]) -> dict:
+    """How the points of each table stopped (backends.base.repeat): those whose times' relative
+    noise came under NOISE_TARGET could stop early; the others ran to their budget or max_reps."""
+    out: dict = {"rule": f"min reps and {MIN_TIME_SHARE:.0%} of the budget, then stop once the relative "
+                         f"standard deviation of the times is <= {NOISE_TARGET:.1%}; else at the budget "
+                         "or max reps", "noise_target": NOISE_TARGET}
+    keys = {"points": ["dtype", "variant", "fmas_per_element"], "hierarchy": ["working_set_bytes"],
+            "matrix": ["unit", "n"]}
+    for name, key in keys.items():
+        df = tables.get(name)
+        if df is None or df.empty or not set(key) <= set(df.columns):
+            continue
+        noise = df[df["time_s"].notna()].groupby(key)["time_s"].agg(relative_noise)
+        out[name] = {"points": int(len(noise)), "under_noise_target": int((noise <= NOISE_TARGET).sum()),
+                     "median_relative_noise": float(noise[np.isfinite(noise)].median()) if np.isfinite(noise).any() else None}
+    return out
 
 
 def sweep_sources(plateaus: dict[str, list[dict]]) -> dict[str, dict]:

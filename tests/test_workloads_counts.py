@@ -268,6 +268,20 @@ def test_a_closed_form_workload_above_its_compute_roof_names_the_roof_not_the_co
     assert "under-measured: gemm blas m=2048 reached 2000 GFLOP/s" in pl["notes"][0]
 
 
+def test_a_closed_form_workload_above_a_bandwidth_roof_names_the_roof_not_the_count():
+    """Past the caches (a streaming working set) and above every cache roof, a built-in workload's
+    count is the closed form: the note names the roof that fell short and what the kernel reached;
+    the user's count (no closed_form) still reads as a counting error."""
+    pl = place_case(ROOF, flops=1e6, nbytes=1e8, time_s=0.5e-3, unit="float32", working_set_bytes=256 << 20,
+                    cache_bytes=32 << 20, closed_form="stream triad numba-nt")
+    assert pl["above_roof"] and "the roof was under-measured: stream triad numba-nt reached 200 GB/s" in pl["notes"][0]
+    roof = Roofline(bandwidth={"dram": 100e9, "l3": 300e9, "l2": 600e9, "l1": 2e12}, compute={"float32": 1e13})
+    pl = place_case(roof, flops=1e6, nbytes=1e8, time_s=0.02e-3, unit="float32", closed_form="gemm blas m=1")
+    assert "the l1 roof was under-measured: gemm blas m=1 reached 5000 GB/s" in pl["notes"][-1]
+    pl = place_case(roof, flops=1e6, nbytes=1e8, time_s=0.02e-3, unit="float32")
+    assert pl["notes"][-1].endswith("a counting error")
+
+
 def test_point_within_noise_is_not_flagged():
     pl = place_case(ROOF, flops=1e6, nbytes=1e8, time_s=0.97e-3, unit="float32")
     assert not pl["above_roof"]

@@ -134,13 +134,47 @@ def check_reps(warmup: int, min_reps: int, max_reps: int, budget_s: float) -> No
         raise UsageError(f"budget_s {budget_s}: must be >= 0")
 
 
-def repeat(sample: Callable[[], T], *, min_reps: int, max_reps: int, budget_s: float) -> list[T]:
+#: NVBench's stop rule, scaled to a point's budget: once `min_reps` samples and MIN_TIME_SHARE of
+#: the budget are in, a point stops as soon as the relative standard deviation of its times is at
+#: most NOISE_TARGET; a noisy one goes on to the budget (the cap) or `max_reps`, and its spread
+#: says so (run.json `stop_rule`). Quiet machines end their points early; noisy ones do not lose
+#: repetitions to it.
+NOISE_TARGET = 0.01
+MIN_TIME_SHARE = 0.25
+#: Samples before their spread may stop a point (fewer say little about it).
+NOISE_MIN_SAMPLES = 5
+
+
+def relative_noise(times: "list[float] | np.ndarray") -> float:
+    """Standard deviation over mean of the times (inf with fewer than two)."""
+    t = np.asarray(times, dtype=np.float64)
+    if len(t) < 2 or not t.mean() > 0:
+        return float("inf")
+    return float(t.std(ddof=1) / t.mean())
+
+
+def repeat(sample: Callable[[], T], *, min_reps: int, max_reps: int, budget_s: float,
+           seconds: Callable[[T], float] | None = None) -> list[T]:
     """The stop rule every timer shares: take samples until `max_reps`, or until at least `min_reps`
-    and `budget_s` seconds of wall time from the first one."""
+    and `budget_s` seconds of wall time from the first one, or, past `min_reps` (and
+    NOISE_MIN_SAMPLES) and MIN_TIME_SHARE of the budget, until the times' relative noise is at most
+    NOISE_TARGET. `seconds` reads the time
+    out of a sample (default: the sample is the time; a sample that is no number never stops on noise)."""
     out: list[T] = []
-    deadline = time.perf_counter() + budget_s
-    while len(out) < max_reps and (len(out) < min_reps or time.perf_counter() < deadline):
-        out.append(sample())
+    times: list[float] = []
+    start = time.perf_counter()
+    settle, deadline = start + MIN_TIME_SHARE * budget_s, start + budget_s
+    while len(out) < max_reps:
+        if len(out) >= min_reps:
+            now = time.perf_counter()
+            if now >= deadline or (now >= settle and len(times) >= NOISE_MIN_SAMPLES
+                                   and relative_noise(times) <= NOISE_TARGET):
+                break
+        s = sample()
+        out.append(s)
+        t = seconds(s) if seconds is not None else s
+        if isinstance(t, (int, float, np.floating)) and not isinstance(t, bool):
+            times.append(float(t))
     return out
 
 

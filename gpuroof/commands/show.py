@@ -74,6 +74,12 @@ def summary_table(meta: dict) -> str:
         spread = ", ".join(f"{k} {v['spread']:.1%}" for k, v in stat["by_ceiling"].items()
                            if isinstance(v, dict) and isinstance(v.get("spread"), (int, float)))
         lines.append(f"ceiling = {stat['statistic']}; spread (p90-p10)/p90: {spread}")
+    stop = meta.get("stop_rule") if isinstance(meta.get("stop_rule"), dict) else None
+    if stop and isinstance(stop.get("points"), dict):
+        parts = [f"{name} {v['under_noise_target']} of {v['points']}" for name, v in stop.items()
+                 if isinstance(v, dict) and "under_noise_target" in v]
+        lines.append(f"stop rule: points under {stop['noise_target']:.1%} relative noise (could end early): "
+                     + ", ".join(parts) + "; the others ran to their budget (a noisy machine gets more repetitions)")
     lines.append((f"fit to min(P, B*I): median |dev| {fit['median_abs_deviation']:.3f}, "
                   f"max |dev| {fit['max_abs_deviation']:.3f} over {fit['points']} points"
                   if fit.get("points") else "fit to min(P, B*I): no point to fit (none memory-bound from DRAM "

@@ -130,7 +130,8 @@ def time_events(cp: Any, fn: Callable[[], None], *, warmup: int, min_reps: int, 
     for _ in range(warmup):
         fn()
     n = launches_per_window(window(1)[0], window_s) if body is not None else 1
-    times, enqueues = zip(*repeat(lambda: window(n), min_reps=min_reps, max_reps=max_reps, budget_s=budget_s))
+    times, enqueues = zip(*repeat(lambda: window(n), min_reps=min_reps, max_reps=max_reps, budget_s=budget_s,
+                                  seconds=lambda s: s[0]))
     return Timing(np.asarray(times, dtype=np.float64), np.asarray(enqueues, dtype=np.float64),
                   replay="stream", launches_per_window=n)
 
@@ -195,6 +196,7 @@ def time_graph(cp: Any, fn: Callable[[], None], *, launches: int, warmup: int, m
     for _ in range(warmup):
         graph.launch(stream)
     stream.synchronize()
-    times, enqueues = zip(*repeat(window, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s))
+    times, enqueues = zip(*repeat(window, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s,
+                                  seconds=lambda s: s[0]))
     return Timing(np.asarray(times, dtype=np.float64), np.asarray(enqueues, dtype=np.float64),
                   replay="graph", launches_per_window=launches)
