@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gpuroof.defaults import CHECK_TOLERANCE
 from gpuroof.errors import UsageError
 from gpuroof.quality import busy_reasons
 from gpuroof.results import Run, load_run
@@ -41,7 +42,7 @@ from gpuroof.units import fmt_time, text_table
 KEY = ["name", "case", "dtype"]
 
 #: Default tolerance: a change smaller than this fraction is never a regression.
-TOLERANCE = 0.05
+TOLERANCE = CHECK_TOLERANCE
 #: Significance level of the Mann-Whitney test and 1 - confidence of the bootstrap interval.
 ALPHA = 0.05
 #: Bootstrap resamples; the generator is seeded so the same samples always give the same verdict.

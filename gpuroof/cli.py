@@ -12,8 +12,8 @@ from gpuroof import __version__
 from gpuroof.commands import (bench, check, compare, info, measure, merge, plot, profile, report, run,
                               show)
 from gpuroof.errors import MeasurementError, UsageError
+from gpuroof.defaults import RESULTS_ENV
 from gpuroof.output import emit_json, emitted, json_mode
-from gpuroof.results import RESULTS_ENV, results_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                        "error": error, "output": []})
         return 2
     as_json = bool(getattr(args, "json", False))
+    from gpuroof.results import results_dir  # pandas and pydantic: after the parser, which --help ends in
+
     with json_mode(as_json) as printed, results_dir(getattr(args, "results_dir", None)) as root:
         rc, error = _call(argv, args, debug, root)
         if as_json and not emitted():  # a failure, or a command with nothing of its own to say in JSON

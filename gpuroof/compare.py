@@ -17,14 +17,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from gpuroof.defaults import SICK_THRESHOLD
 from gpuroof.errors import UsageError
 from gpuroof.merge import find_runs
 from gpuroof.results import Run, load_run
 
 KEY = ["name", "case", "dtype"]  # a workload case across runs
 
-#: A run whose ceiling is this fraction below the median of its group (same device model) is flagged.
-SICK_THRESHOLD = 0.10
+#: A run whose ceiling is SICK_THRESHOLD below the median of its group (same device model) is flagged.
 #: Runs of one device model needed before any is flagged: with two nobody can say which is sick.
 MIN_GROUP = 3
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gpuroof.defaults import COMPARE_FORMATS, TERMINAL_WIDTH
 from gpuroof.compare import Comparison, fmt_clock
 from gpuroof.errors import UsageError
 from gpuroof.results import dumps
 from gpuroof.units import fmt_time, si, text_table
 
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = COMPARE_FORMATS
 #: The terminal table (and every line of it) fits this many columns: a terminal or a CI log.
-TERMINAL_WIDTH = 120
 
 
 def _fmt(v: Any, unit: str | None = None, digits: int = 4) -> str:

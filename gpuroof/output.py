@@ -7,8 +7,6 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from typing import Any, Iterator
 
-from gpuroof.results import dumps
-
 _document: dict[str, Any] = {"stream": None, "written": False}
 
 
@@ -50,6 +48,8 @@ def emit_json(obj: Any) -> None:
     stream = _document["stream"] or sys.stdout
     if _document["stream"] is not None and _document["written"]:
         raise RuntimeError("a command emitted two JSON documents")
+    from gpuroof.results import dumps  # pandas and pydantic: loaded by the command that prints
+
     stream.write(dumps(obj) + "\n")
     stream.flush()
     _document["written"] = True

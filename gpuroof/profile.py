@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from gpuroof.defaults import PROFILE_REPS
 from gpuroof.bench import newest_run, same_device
 from gpuroof.errors import UsageError
 from gpuroof.hostbound import note as host_bound_note
@@ -48,7 +49,7 @@ CONVENTIONS = {
                   "is listed as not placed); a group is above its roof when it ran faster than its predicted time",
 }
 
-REPS = 5
+REPS = PROFILE_REPS
 WARMUP = 2
 
 

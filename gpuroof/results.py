@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gpuroof.defaults import RESULTS_ENV  # noqa: F401 - results.RESULTS_ENV, read by callers
 from gpuroof.errors import UsageError
 from gpuroof.roofline import Roofline, known
 
@@ -304,9 +305,7 @@ def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
 
 
 #: Where run directories go when no --out is given: --results-dir, else this variable, else ./results.
-RESULTS_ENV = "GPUROOF_RESULTS"
 DEFAULT_RESULTS = "results"
-
 
 
 def results_root() -> Path:

@@ -146,3 +146,31 @@ def test_measure_kernel_without_a_run_measures_quickly_and_says_so(tmp_path, mon
     assert Path(res.ceilings_source).resolve().is_relative_to((tmp_path / "results").resolve())
     assert len(list((tmp_path / "results").rglob("run.json"))) == 1
     assert res.efficiency > 0
+
+
+HEAVY = ("pandas", "pydantic", "matplotlib", "seaborn", "scipy", "numba", "cupy", "torch")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["measure", "--help"], ["compare", "--help"], ["check", "--help"],
+                                  ["plot", "--help"], ["profile", "--help"], ["bench", "--help"]])
+def test_help_loads_no_heavy_module(argv):
+    """`gpuroof --help` and every command's parser are built from light modules only (gpuroof.defaults):
+    the libraries a command needs are imported when it runs, so help and bad-flag errors come at once."""
+    code = ("import sys, runpy; sys.argv = ['gpuroof', *%r]\n"
+            "try:\n    runpy.run_module('gpuroof', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in %r if m in sys.modules))" % (argv, HEAVY))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert "usage: gpuroof" in r.stdout, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_the_defaults_the_parser_shows_are_the_ones_the_modules_use():
+    from gpuroof import check, compare, compare_text, defaults, plots, profile
+
+    assert check.TOLERANCE == defaults.CHECK_TOLERANCE and profile.REPS == defaults.PROFILE_REPS
+    assert compare_text.FORMATS == defaults.COMPARE_FORMATS and plots.WHAT == (*defaults.FIGURES, "all")
+    p = cli.build_parser()
+    args = p.parse_args(["check", "--baseline", "x"])
+    assert args.tolerance == check.TOLERANCE
+    assert p.parse_args(["compare", "a"]).threshold == compare.SICK_THRESHOLD

@@ -9,14 +9,10 @@ import sys
 from gpuroof.commands import args as args_t
 from gpuroof.errors import MeasurementError
 from gpuroof.output import emit_json
-from gpuroof.results import make_run_dir
-from gpuroof.results import write_run
 from gpuroof.workloads import SIZES
 from gpuroof.workloads import WORKLOADS
 from gpuroof.workloads import parse_shape
 from gpuroof.workloads import plan
-from gpuroof.bench import (BenchSettings, bench_cases, check_fits, json_records, new_run_meta, resolve_target,
-                           results_table, save)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -45,6 +41,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def main(args: argparse.Namespace) -> int:
     from gpuroof.backends import check_index, get_backend
+    from gpuroof.bench import (BenchSettings, bench_cases, check_fits, json_records, new_run_meta, resolve_target,
+                               results_table, save)
+    from gpuroof.results import make_run_dir, write_run
 
     shape = parse_shape(args.shape)
     check_index(args.backend, args.device)

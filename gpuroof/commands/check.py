@@ -7,10 +7,9 @@ from typing import Any
 import sys
 
 from gpuroof.commands import args as args_t
+from gpuroof.defaults import CHECK_TOLERANCE
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json
-from gpuroof.results import load_run
-from gpuroof.check import (TOLERANCE, check, load_cases, refuse_busy, render, run_current)
 
 
 PCT = args_t.percentage(1000, "5")  # --threshold / --tolerance, in percent
@@ -25,8 +24,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, metavar="RUN_DIR", help="a run with workloads (bench/run)")
     p.add_argument("--current", default=None, metavar="RUN_DIR",
                    help="the run to judge (default: run the baseline's cases now on this device)")
-    p.add_argument("--tolerance", type=PCT, default=TOLERANCE, metavar="PCT",
-                   help=f"changes within this many percent are SAME (default {TOLERANCE * 100:g})")
+    p.add_argument("--tolerance", type=PCT, default=CHECK_TOLERANCE, metavar="PCT",
+                   help=f"changes within this many percent are SAME (default {CHECK_TOLERANCE * 100:g})")
     p.add_argument("--by", choices=("efficiency", "time"), default="efficiency",
                    help="efficiency against each run's own roofline (default) or raw time")
     p.add_argument("--force", action="store_true", help="compare runs from different devices")
@@ -43,6 +42,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.check import check, load_cases, refuse_busy, render, run_current
+    from gpuroof.results import load_run
+
     baseline = load_cases(args.baseline, "baseline")
     refuse_busy(baseline, "baseline", args.allow_busy)  # before anything is measured now
     if args.current and Path(args.current).resolve() in (baseline.run.path.resolve(),

@@ -7,11 +7,8 @@ import json
 import sys
 
 from gpuroof.commands import args as args_t
+from gpuroof.defaults import COMPARE_FORMATS, SICK_THRESHOLD, TERMINAL_WIDTH
 from gpuroof.errors import UsageError
-from gpuroof.results import check_out_file
-from gpuroof.compare import SICK_THRESHOLD, compare, load_runs
-from gpuroof.compare_text import FORMATS, TERMINAL_WIDTH, render
-from gpuroof.plots.compare import plot_format, plot_paths, write_plot
 
 
 PCT = args_t.percentage(100, "10")  # --threshold / --tolerance, in percent
@@ -25,7 +22,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="run directories (a directory that is not a run stands for every run below it)")
     p.add_argument("--baseline", default=None, metavar="RUN_DIR",
                    help="the run speedups are relative to (default: the first)")
-    p.add_argument("--format", choices=FORMATS, default="table",
+    p.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                    help="table (default), markdown, csv or json (json is --json)")
     p.add_argument("--json", action="store_true", help="stdout: one JSON document (as --format json)")
     p.add_argument("--wide", action="store_true",
@@ -41,6 +38,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.results import check_out_file
+    from gpuroof.compare import compare, load_runs
+    from gpuroof.plots.compare import plot_format, plot_paths, write_plot
+    from gpuroof.compare_text import render
+
     if args.plot:
         plot_format(args.plot)
         for target in plot_paths(args.plot):

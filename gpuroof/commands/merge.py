@@ -5,8 +5,6 @@ import argparse
 from typing import Any
 import sys
 
-from gpuroof.results import check_out_file
-from gpuroof.merge import (merge, out_format, write_table)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -20,6 +18,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.results import check_out_file
+    from gpuroof.merge import merge, out_format, write_table
+
     out_format(args.out)  # refuse a bad --out before reading anything
     check_out_file(args.out)
     m = merge(args.dirs)

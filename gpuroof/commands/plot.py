@@ -5,17 +5,16 @@ import argparse
 from typing import Any
 
 from gpuroof.commands import args as args_t
+from gpuroof.defaults import FIGURES
 from gpuroof.errors import UsageError
-from gpuroof.plots.common import as_run
-from gpuroof.results import make_out_dir
-from gpuroof.plots import (WHAT, _write)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Declare `gpuroof plot` on the CLI's subparsers."""
     p = sub.add_parser("plot", parents=[common], help="draw the run's figures (roofline, sweep, telemetry, ...)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `gpuroof measure` or `run`")
-    p.add_argument("--what", choices=WHAT, default="all", help="which figure (default all that the run has)")
+    p.add_argument("--what", choices=(*FIGURES, "all"), default="all",
+                   help="which figure (default all that the run has)")
     p.add_argument("--format", type=args_t.formats, default=("png",), dest="formats",
                    help="png (default), svg or pdf; several joined by commas, e.g. png,pdf")
     p.add_argument("--out", default=None, help="directory for the figures (default RUN_DIR/figures)")
@@ -23,6 +22,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.plots import _write
+    from gpuroof.plots.common import as_run
+    from gpuroof.results import make_out_dir
     import sys
 
     run = as_run(args.run_dir)

@@ -6,12 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from gpuroof.commands import args as args_t
+from gpuroof.defaults import PROFILE_REPS
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json
-from gpuroof.profiling.tables import module_table
-from gpuroof.results import check_out_dir, results_root
-from gpuroof.results import slug
-from gpuroof.profile import REPS, load_model, profile_model
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -28,7 +25,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="run directory whose measured ceilings to use (default: the newest complete run "
                         "for this device under results/)")
     p.add_argument("--force", action="store_true", help="accept --ceilings from a different device")
-    p.add_argument("--reps", type=args_t.positive, default=REPS, help=f"profiled repetitions (default {REPS})")
+    p.add_argument("--reps", type=args_t.positive, default=PROFILE_REPS,
+                   help=f"profiled repetitions (default {PROFILE_REPS})")
     p.add_argument("--out", default=None,
                    help="directory for profile.csv, profile.json and the figure "
                         "(default results/<device>/profile/<FUNCTION>-b<N>/)")
@@ -39,6 +37,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.results import check_out_dir, results_root, slug
+    from gpuroof.profile import load_model, profile_model
+    from gpuroof.profiling.tables import module_table
     from gpuroof.plots import check_formats
 
     formats = check_formats(args.format)

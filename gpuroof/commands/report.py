@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from gpuroof.errors import UsageError
-from gpuroof.report import write_report
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -29,6 +28,8 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.report import write_report
+
     if args.out and not Path(args.out).is_dir():
         from gpuroof.results import check_out_file
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from gpuroof.errors import UsageError
 from gpuroof.output import emit_json
-from gpuroof.results import load_run
 from gpuroof.units import si, text_table
 
 #: The run.json sections `summary_table` reads.
@@ -22,6 +21,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gpuroof.results import load_run
+
     run = load_run(args.run_dir)
     if run.ceilings is not None:
         missing = [k for k in SUMMARY_KEYS if not isinstance(run.meta.get(k), dict)]

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from gpuroof.defaults import FIGURES
 from gpuroof.errors import UsageError
 from gpuroof.plots.common import (FORMATS, PNG_DPI, RC, Drawn, as_run, check_formats, medians, optional_table,
                                   render, samples, unit_colour, level_colour, workload_points)
@@ -17,7 +18,6 @@ from gpuroof.plots.sweep import sweep_figure
 from gpuroof.plots.telemetry import telemetry_figure
 from gpuroof.results import Run, atomic_write_bytes
 
-FIGURES = ("roofline", "losttime", "sweep", "telemetry", "hierarchy")
 WHAT = (*FIGURES, "all")
 
 __all__ = ["FORMATS", "PNG_DPI", "RC", "FIGURES", "WHAT", "Drawn", "LabelPlacer", "MAX_TEXT_LABELS", "Roof", "advice",
