@@ -2,7 +2,8 @@
 
 For each instruction set the machine can run, gpuroof runs in a fresh process whose numba code
 generator is held to that ISA (NUMBA_CPU_FEATURES with the wider features turned off: the kernel
-shape follows the code generated), and likwid-bench runs its tests for the same ISA:
+shape follows the code generated) and whose BLAS is held to it too (BLAS_ENV), and likwid-bench
+runs its tests for the same ISA:
 
     native        the widest ISA (AVX-512 or AVX2): likwid's *_avx512 or *_avx tests
     avx2          on an AVX-512 machine, every avx512 feature off: likwid's *_avx tests
@@ -100,10 +101,17 @@ def likwid(test: str, per_thread: int, threads: int) -> float:
     return float(re.findall(rf"^{key}:\s*([\d.]+)", r.stdout, re.MULTILINE)[-1]) * 1e6
 
 
-def run_gpuroof(features: str | None, quick: bool, out: Path) -> dict:
+#: The BLAS held to the same ISA as numba (OpenBLAS's core type; MKL's instruction cap): else the GEMM
+#: roof and the BLAS-backed workloads keep the wider ISA, and the run's check of the vector roof
+#: against the GEMM (quality.VECTOR_VS_BLAS) compares two instruction sets.
+BLAS_ENV = {"avx2": {"OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+            "sse2": {"OPENBLAS_CORETYPE": "Core2", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}}
+
+
+def run_gpuroof(features: str | None, quick: bool, out: Path, isa: str = "native") -> dict:
     """One `gpuroof run` in a fresh process, its numba held to `features` (None: native): run.json,
     with the placed workloads under `workloads_table`."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **BLAS_ENV.get(isa, {}))
     env.pop("NUMBA_CPU_FEATURES", None)
     if features:
         env["NUMBA_CPU_FEATURES"] = features
@@ -201,7 +209,7 @@ def main() -> int:
             ref.setdefault((key, tests["copy_mem"], sizes["dram"]), []).append(
                 likwid(tests["copy_mem"], sizes["dram"], threads))
         for key, (isa, feats) in setups.items():
-            runs[key].append(run_gpuroof(feats, args.quick, work / f"{key}-{rnd}"))
+            runs[key].append(run_gpuroof(feats, args.quick, work / f"{key}-{rnd}", key))
         chain.append(c_chain_mhz(cc, cores, work))
     act = activity.stop()
 
