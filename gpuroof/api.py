@@ -306,3 +306,18 @@ def profile(model: Any, inputs: Any, *, device: str = "auto", backward: bool = F
 
     return profile_model(model, inputs, device=device, backward=backward, ceilings=ceilings, force=force,
                          reps=reps, name=name)
+
+
+def predict(profile: str | Path, on: str | Path | list[str | Path], *, write: bool = False) -> dict:
+    """A saved profile (the directory `gpuroof profile` wrote) predicted on other measured devices:
+    `on` one or more complete run directories of the profile's backend. Each op keeps its source
+    efficiency against the roofline profile.json recorded (gpuroof.predict: the model); ops with
+    nothing to place and the host's time are carried over as measured, shown apart. Returns the
+    document `gpuroof predict --json` prints: `targets`, each with `predicted_time_s` (the whole
+    model per repetition, the quantity of the profile's totals.profiled_time_s), the roofline
+    bound, the carried-over time and the per-op rows. write: also write predict-<target>.csv beside
+    the profile (their paths in each target's `csv`)."""
+    from gpuroof.predict import predict as predict_profile
+
+    res = predict_profile(profile, on)
+    return res.to_json(res.write() if write else None)

@@ -59,6 +59,32 @@ def host_info() -> dict:
             "user": user, "env": env}
 
 
+def check_threads_backend(backend_name: str, threads: int | None) -> None:
+    """UsageError unless `threads` is None or the backend is the CPU's and `threads` in 1..logical
+    CPUs: the host's threads do not change a GPU, so --threads on the cuda backend is refused (before
+    the cuda backend is looked for, so the message names --threads)."""
+    if threads is None:
+        return
+    from gpuroof.backends import resolve_name
+    from gpuroof.backends.cpu.device import check_threads
+
+    concrete = backend_name if backend_name == "cuda" else resolve_name(backend_name)
+    if concrete != "cpu":
+        raise UsageError(f"--threads {threads}: the {concrete} backend has no thread count "
+                         "(allowed: --backend cpu, or leave --threads out)")
+    check_threads(threads)
+
+
+def open_backend(backend_name: str, device: int = 0, threads: int | None = None) -> Backend:
+    """The backend to measure on; `threads` makes a CPU device of that many threads."""
+    if threads is None:
+        return get_backend(backend_name, device)
+    check_threads_backend(backend_name, threads)
+    from gpuroof.backends.cpu import CpuBackend
+
+    return CpuBackend(device, threads=threads)
+
+
 def check_dtypes(backend: Backend, dtypes: list[str] | None) -> tuple[str, ...]:
     have = backend.dtypes()
     if not dtypes:
@@ -142,10 +168,11 @@ def peaks_and_ratios(backend: Backend, roof: dict, clocks: dict, unit_clocks: di
 def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | None = None,
             quick: bool = False, buffer_bytes: int | None = None, out: str | None = None,
             argv: list[str] | None = None, progress: bool = True, levels: str | None = None,
-            matrix: bool = True, retune: bool = False) -> MeasureResult:
+            matrix: bool = True, retune: bool = False, threads: int | None = None) -> MeasureResult:
     """Intensity sweep (DRAM and vector FMA ceilings), then the working-set sweep (cache levels) and
-    the GEMM sweep (matrix units); everything validated, timed and written to one run directory."""
-    backend = get_backend(backend_name, device)
+    the GEMM sweep (matrix units); everything validated, timed and written to one run directory.
+    `threads` (CPU backend only): the threads the kernels and the BLAS run on, a device of its own."""
+    backend = open_backend(backend_name, device, threads)
     try:
         chosen = check_dtypes(backend, dtypes)
         nbytes = check_buffer(backend, buffer_bytes)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -163,20 +164,41 @@ def _as_device(device: Any) -> "torch.device":
     return dev
 
 
-def device_identity(dev: "torch.device") -> tuple[str, str, dict]:
-    """(gpuroof backend name, device name as `measure` records it, device description)."""
+def device_identity(dev: "torch.device", threads: int | None = None) -> tuple[str, str, dict]:
+    """(gpuroof backend name, device name as `measure` records it, device description); `threads`:
+    the CPU device of that many threads, as `measure --threads` names it."""
     if dev.type == "cuda":
         torch = _torch()
         name = torch.cuda.get_device_name(dev.index or 0)
         return "cuda", name, {"type": "cuda", "index": dev.index or 0, "name": name}
     from gpuroof.backends.cpu import CpuBackend
 
-    b = CpuBackend(0)
+    b = CpuBackend(0, threads=threads)
     try:
         name = b.device_info().get("name") or "cpu"
     finally:
         b.close()
-    return "cpu", name, {"type": "cpu", "index": 0, "name": name}
+    desc = {"type": "cpu", "index": 0, "name": name}
+    return "cpu", name, desc if threads is None else {**desc, "threads": threads}
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads and the BLAS's (threadpoolctl) at `threads` while the model runs, the
+    previous counts given back after; None leaves them as they are."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = _torch()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_ceilings(backend: str, device_name: str, ceilings: str | Path | Run | None,
@@ -228,7 +250,7 @@ def refuse_compiled(model: Any) -> None:
 
 def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bool = False,
                   ceilings: str | Path | Run | None = None, force: bool = False, reps: int = REPS,
-                  warmup: int = WARMUP, name: str | None = None) -> ProfileResult:
+                  warmup: int = WARMUP, name: str | None = None, threads: int | None = None) -> ProfileResult:
     """Run `model(*inputs)` (and a backward of the sum of its outputs) under FlopCounterMode and
     torch.profiler and place every op on the device's measured roofline.
 
@@ -237,7 +259,9 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
     positional arguments, `model(*inputs)`; a dict of keyword arguments, `model(**inputs)` (a
     tokenizer's output: input_ids, attention_mask, ...); or a pair (args, kwargs), `model(*args, **kwargs)`;
     device: auto | cpu | cuda | cuda:N; ceilings: a run directory (default: the newest complete run
-    for this device under results/); reps: profiled repetitions, each op's time is their median.
+    for this device under results/); reps: profiled repetitions, each op's time is their median;
+    threads (CPU only): torch and the BLAS run on that many threads, and the device is the one
+    `measure --threads` of the same count names (its ceilings are looked for).
     """
     torch = _torch()
     from torch.profiler import ProfilerActivity, record_function
@@ -252,7 +276,14 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
         raise UsageError(f"warmup={warmup!r}: a positive integer (the first call is never timed)")
     args, kwargs = split_inputs(inputs)
     dev = _as_device(device)
-    backend, device_name, device_desc = device_identity(dev)
+    if threads is not None:
+        if dev.type != "cpu":
+            raise UsageError(f"threads={threads!r}: a thread count makes a CPU device; the model runs on "
+                             f"{dev} (allowed: device='cpu', or leave threads out)")
+        from gpuroof.backends.cpu.device import check_threads
+
+        check_threads(threads, "threads=")  # before the backend is made: the CLI names it --threads
+    backend, device_name, device_desc = device_identity(dev, threads)
     run = resolve_ceilings(backend, device_name, ceilings, force)
     roof = run.ceilings
     gpu = dev.type == "cuda"
@@ -272,7 +303,7 @@ def profile_model(model: Any, inputs: Any, *, device: Any = "auto", backward: bo
             torch.cuda.synchronize(dev)
 
     grad = torch.enable_grad() if backward else torch.no_grad()
-    with grad:
+    with grad, torch_threads(threads):
         try:
             for _ in range(warmup):  # lazy init, allocator, oneDNN/cuDNN plans: never timed
                 step()

@@ -444,19 +444,23 @@ class Run:
         return q if isinstance(q, dict) else {}
 
 
+def read_json(f: Path) -> Any:
+    """The JSON document in `f`; UsageError with one line when it cannot be read or parsed."""
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{f}: corrupt {f.name} ({e})") from None
+    except OSError as e:
+        raise UsageError(f"{f}: cannot read ({e.strerror or e})") from None
+
+
 def load_run(path: str | Path) -> Run:
     """Load and validate a run directory (or its run.json); UsageError with one clear line otherwise."""
     p = Path(path)
     f = p / "run.json" if p.is_dir() else p
     if not f.exists():
         raise UsageError(f"{path}: not a gpuroof run (no run.json)")
-    try:
-        meta = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{f}: corrupt run.json ({e})") from None
-    except OSError as e:
-        raise UsageError(f"{f}: cannot read ({e.strerror or e})") from None
-    return Run(path=f.parent, meta=check_meta(meta, f))
+    return Run(path=f.parent, meta=check_meta(read_json(f), f))
 
 
 def write_run(path: Path, meta: dict, tables: dict[str, pd.DataFrame]) -> None:

@@ -28,14 +28,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     m.add_argument("--retune", action="store_true",
                    help="measure the loop shapes again instead of taking the choices an earlier run of this "
                         "device kept (user cache directory, or $GPUROOF_CACHE_DIR)")
+    m.add_argument("--threads", type=args_t.positive, default=None, metavar="N",
+                   help="cpu backend: run the kernels and the BLAS on N threads (1..logical CPUs), a device "
+                        "of its own (its name says the cores used); default one per logical CPU")
     m.add_argument("--out", default=None, help="run directory (default RESULTS_DIR/<device>/<UTC time>/)")
     m.add_argument("--json", action="store_true", help="stdout: one JSON document (tables go to stderr)")
     m.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from gpuroof.measure import measure
+    from gpuroof.measure import check_threads_backend, measure
 
+    check_threads_backend(args.backend, args.threads)  # before the devices are counted
     indices = devices(args)
     if len(indices) > 1 and args.out:
         raise UsageError("--out with --device all: give no --out (one directory per device is made)")
@@ -43,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     for dev in indices:
         res = measure(args.backend, dev, args.dtype, args.quick, args.buffer_size, args.out,
                       argv=["gpuroof", *sys.argv[1:]], levels=args.levels, matrix=not args.no_matrix,
-                      retune=args.retune)
+                      retune=args.retune, threads=args.threads)
         print(summary_table(res.meta))
         print(f"run directory: {res.run_dir}")
         summaries.append(json_summary(res.meta, res.run_dir))

@@ -25,6 +25,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPars
                    help="run directory whose measured ceilings to use (default: the newest complete run "
                         "for this device under results/)")
     p.add_argument("--force", action="store_true", help="accept --ceilings from a different device")
+    p.add_argument("--threads", type=args_t.positive, default=None, metavar="N",
+                   help="cpu: run torch and the BLAS on N threads (1..logical CPUs), the device `measure "
+                        "--threads N` names (default: torch's own count, the device of every logical CPU)")
     p.add_argument("--reps", type=args_t.positive, default=PROFILE_REPS,
                    help=f"profiled repetitions (default {PROFILE_REPS})")
     p.add_argument("--out", default=None,
@@ -43,6 +46,13 @@ def main(args: argparse.Namespace) -> int:
     from gpuroof.plots import check_formats
 
     formats = check_formats(args.format)
+    if args.threads is not None:  # refused before the model is built
+        from gpuroof.backends.cpu.device import check_threads
+
+        check_threads(args.threads)
+        if str(args.device).startswith("cuda"):
+            raise UsageError(f"--threads {args.threads}: a thread count makes a CPU device; --device "
+                             f"{args.device} is a GPU (allowed: --device cpu, or leave --threads out)")
     if args.out:
         check_out_dir(args.out)  # refused before the model is loaded and timed
     model, inputs, name = load_model(args.model, args.batch)
@@ -50,10 +60,11 @@ def main(args: argparse.Namespace) -> int:
         name += "-backward"
     try:
         res = profile_model(model, inputs, device=args.device, backward=args.backward, ceilings=args.ceilings,
-                            force=args.force, reps=args.reps, name=name)
+                            force=args.force, reps=args.reps, name=name, threads=args.threads)
     except UsageError as e:  # name the CLI's flags, not the Python arguments
         msg = str(e)
-        for arg, flag in (("device=", "--device "), ("ceilings", "--ceilings"), ("reps=", "--reps ")):
+        for arg, flag in (("device=", "--device "), ("ceilings", "--ceilings"), ("reps=", "--reps "),
+                          ("threads=", "--threads ")):
             if msg.startswith(arg):
                 msg = flag + msg[len(arg):]
         if msg.startswith("inputs:"):

@@ -14,19 +14,46 @@ import numpy as np
 from gpuroof.backends.base import (INPUT_PERIOD, ITEMSIZE, Backend, Gemm, Launch, Level, SweepBuffers, check_reps, repeat,
                                    sweep_input)
 from gpuroof.backends.cpu.blas import cpu_gemm
-from gpuroof.backends.cpu.device import (SYS_CPU, CpuTelemetry, PagePool, cpu_caches, cpu_device_name,
-                                         cpu_theoretical, isa_level, meminfo_available, parse_cpuinfo, read,
-                                         vector_unit)
+from gpuroof.backends.cpu.device import (SYS_CPU, CpuTelemetry, PagePool, check_threads, cpu_caches,
+                                         cpu_device_name, cpu_theoretical, isa_level, meminfo_available,
+                                         parse_cpuinfo, read, vector_unit)
 from gpuroof.errors import UsageError
+
+
+def set_threads(threads: int) -> Callable[[], None]:
+    """Run numba's parallel kernels and the BLAS (threadpoolctl: OpenBLAS, MKL, OpenMP) on `threads`
+    threads; returns what gives the previous counts back. numba's count holds for the calling thread,
+    the one that launches every kernel; one over NUMBA_NUM_THREADS (numba's pool) is refused."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    check_threads(threads)
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"--threads {threads}: numba's pool has {numba.config.NUMBA_NUM_THREADS} threads "
+                         "(NUMBA_NUM_THREADS is set lower); unset it or ask for fewer")
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    limits = threadpool_limits(limits=threads)
+
+    def restore() -> None:
+        limits.restore_original_limits()
+        numba.set_num_threads(before)
+    return restore
 
 
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
 
-    def __init__(self, device_index: int = 0):
+    def __init__(self, device_index: int = 0, threads: int | None = None):
+        """`threads`: the threads the numba kernels and the BLAS use (--threads; default numba's, one
+        per logical CPU). A chosen count makes a device of its own (cores_used, and the name): one
+        machine measured with 1 and 2 threads gives two rooflines to predict between. The numba and
+        BLAS thread counts are set for the backend's life and given back by close()."""
         if device_index != 0:
             raise UsageError(f"--device {device_index}: the cpu backend has one device (allowed: 0 or all)")
+        if threads is not None:
+            check_threads(threads)
         import numba  # imported here so that `gpuroof info` on a GPU node does not pay for it
 
         from gpuroof.backends.cpu import buffers, kernels
@@ -34,9 +61,14 @@ class CpuBackend(Backend):
         self._k = kernels
         self._buffers = buffers
         self._pool = PagePool()
+        self._restore: Callable[[], None] | None = None
+        if threads is not None:
+            self._restore = set_threads(threads)
         self.threads = numba.get_num_threads()
         self.facts = parse_cpuinfo(read(Path("/proc/cpuinfo")) or "")
         self.facts["cores_used"] = min(self.threads, self.facts.get("physical_cores") or self.threads)
+        if threads is not None:
+            self.facts["threads_chosen"] = self.threads
         self.caches = cpu_caches()
         self._numba_version = numba.__version__
 
@@ -245,6 +277,9 @@ class CpuBackend(Backend):
 
     def close(self) -> None:
         self._pool.clear()
+        if self._restore is not None:  # the thread counts this process had before --threads
+            self._restore()
+            self._restore = None
 
     def max_clocks(self) -> tuple[float | None, float | None]:
         khz = read(SYS_CPU / "cpu0" / "cpufreq" / "cpuinfo_max_freq")

@@ -1,6 +1,7 @@
 """What the CPU is, read from /proc and sysfs: model, ISA, vector unit, caches, theoretical peaks, memory."""
 from __future__ import annotations
 
+import os
 import platform
 import re
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuroof.backends.base import ITEMSIZE
+from gpuroof.errors import UsageError
 
 SYS_CPU = Path("/sys/devices/system/cpu")
 
@@ -143,13 +145,35 @@ def cpu_device_name(facts: dict) -> str:
 
     A virtual machine often names only "AMD EPYC Processor" or "Intel Xeon Processor", so the name
     alone would file a Zen 3 and a Zen 5 (or 2 and 8 cores) under one device and mix their runs in
-    `bench`, `compare` and the plugin's cache.
+    `bench`, `compare` and the plugin's cache. A thread count chosen with --threads
+    (`facts["threads_chosen"]`) that differs from the cores in use (SMT siblings) is named too: 2
+    threads on one core and 1 thread on it are different devices.
     """
     model = facts.get("model") or platform.processor() or "cpu"
     fam = facts.get("family")
     num = facts.get("model_number")
     ident = f"family {fam} model {num}, " if fam is not None and num is not None else ""
-    return f"{model} ({ident}{isa_level(facts.get('flags', []))}, {facts.get('cores_used') or '?'} cores)"
+    cores = facts.get("cores_used")
+    threads = facts.get("threads_chosen")
+    smt = f", {threads} threads" if threads and cores and threads != cores else ""
+    return f"{model} ({ident}{isa_level(facts.get('flags', []))}, {cores or '?'} cores{smt})"
+
+
+def logical_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as numba counts its default threads)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: object, label: str = "--threads ") -> int:
+    """A thread count for the CPU backend: an integer in 1..logical CPUs, else UsageError naming the range."""
+    n = logical_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= n:
+        raise UsageError(f"{label}{threads!r}: this machine has {n} logical CPU(s) for the cpu backend "
+                         f"(allowed: {'1' if n == 1 else f'1..{n}'})")
+    return threads
 
 
 def cpu_theoretical(facts: dict, clock_mhz: float | None) -> dict:

@@ -1,0 +1,129 @@
+"""One machine as two devices: profile models on 1 and 2 threads, predict each from the other, compare.
+
+    python experiments/predict_cross_device.py --out /tmp/xdev                      # measures both runs
+    python experiments/predict_cross_device.py --run 1=RUN_DIR --run 2=RUN_DIR --out /tmp/xdev
+
+Each thread count N is a device of its own (`gpuroof measure --backend cpu --quick --threads N`, unless
+`--run N=DIR` gives its run). Every model is profiled on each device with the matching `--threads`
+(torch and the BLAS on N threads, placed on that device's roofline), then `gpuroof predict` carries the
+profile of one device to the other's roofline, and the prediction is compared with the profile measured
+there: whole-model time per repetition (the profiles' `totals.profiled_time_s`) and, per op predicted
+(matched by the op's name and index in the recorded op sequence), the relative error
+|predicted - measured| / measured: its median, 90th percentile and time-weighted median (each op
+weighted by its measured time on the target). Models: GPT-2 small reading a 128-token prompt (random
+weights from its config, nothing downloaded) and the MLP of experiments/profile_models.py.
+Prints one table and writes it to OUT/predict_cross_device.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpuroof import api
+from gpuroof.units import fmt_time, text_table
+
+HERE = Path(__file__).resolve().parent
+MODELS = HERE / "profile_models.py"
+
+
+def _gpuroof(*argv: str) -> dict:
+    """`gpuroof ARGV --json` in a process of its own (as a user runs it): its document."""
+    proc = subprocess.run([sys.executable, "-m", "gpuroof", *argv, "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"gpuroof {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout)
+
+
+def measure(threads: int, out: Path) -> Path:
+    run = out / f"run-t{threads}"
+    print(f"measuring {threads} thread(s) -> {run}", file=sys.stderr)
+    doc = _gpuroof("measure", "--backend", "cpu", "--quick", "--threads", str(threads), "--out", str(run))
+    return Path(doc.get("run_dir", run))
+
+
+def profile(spec: str, threads: int, run: Path, reps: int, out: Path) -> Path:
+    func, _, batch = spec.partition(":")
+    where = out / f"profile-{func}{'-b' + batch if batch else ''}-t{threads}"
+    print(f"profiling {spec} on {threads} thread(s) -> {where}", file=sys.stderr)
+    _gpuroof("profile", "--model", f"{MODELS}:{func}", *(["--batch", batch] if batch else []), "--device", "cpu",
+             "--threads", str(threads), "--ceilings", str(run), "--reps", str(reps), "--out", str(where),
+             "--format", "png")
+    return where
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at half of the total weight (values sorted)."""
+    if not len(values) or weights.sum() <= 0:
+        return float("nan")
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def compare(src_profile: Path, tgt_profile: Path, tgt_run: Path) -> dict:
+    """Predicted (from the source profile on the target's run) against the target's own profile."""
+    doc = api.predict(src_profile, on=[tgt_run], write=True)
+    (t,) = doc["targets"]
+    measured = json.loads((tgt_profile / "profile.json").read_text())
+    pred = pd.DataFrame(t["ops"])
+    meas = pd.DataFrame(measured["ops"])[["name", "op", "time_s"]].rename(columns={"time_s": "target_time_s"})
+    both = pred[~pred["carried_over"].astype(bool)].merge(meas, on=["name", "op"], how="inner")
+    both = both[both["target_time_s"] > 0]
+    err = (both["predicted_time_s"] - both["target_time_s"]).abs() / both["target_time_s"]
+    whole_meas = float(measured["totals"]["profiled_time_s"])
+    return {"source_s": doc["source"]["profiled_time_s"], "predicted_s": t["predicted_time_s"],
+            "measured_s": whole_meas, "error": t["predicted_time_s"] / whole_meas - 1,
+            "roofline_s": t["roofline_bound_s"], "carried_s": t["carried_over"]["time_s"],
+            "ops_compared": int(len(both)), "ops_predicted": t["ops_predicted"],
+            "op_median": float(err.median()) if len(err) else float("nan"),
+            "op_p90": float(err.quantile(0.9)) if len(err) else float("nan"),
+            "op_time_weighted_median": weighted_median(err.to_numpy(), both["target_time_s"].to_numpy()),
+            "src_quality": (json.loads((src_profile / "profile.json").read_text()).get("quality") or {}).get("ok"),
+            "tgt_quality": (measured.get("quality") or {}).get("ok")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder of the runs, profiles and the table")
+    p.add_argument("--run", action="append", default=[], metavar="N=RUN_DIR",
+                   help="an existing run of N threads (else it is measured with measure --quick --threads N)")
+    p.add_argument("--threads", default="1,2", help="the two thread counts (default 1,2)")
+    p.add_argument("--models", default="gpt2_prefill,mlp:1,mlp:256",
+                   help="FUNCTION[:BATCH] of experiments/profile_models.py, comma-separated")
+    p.add_argument("--reps", type=int, default=5, help="profiled repetitions per model and device")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = [int(n) for n in a.threads.split(",")]
+    if len(counts) != 2:
+        sys.exit("--threads: two thread counts, e.g. 1,2")
+    given = {int(k): Path(v) for k, _, v in (r.partition("=") for r in a.run)}
+    runs = {n: given.get(n) or measure(n, out) for n in counts}
+    rows = []
+    for spec in a.models.split(","):
+        profiles = {n: profile(spec, n, runs[n], a.reps, out) for n in counts}
+        for src, tgt in (counts, counts[::-1]):
+            r = compare(profiles[src], profiles[tgt], runs[tgt])
+            rows.append({"model": spec, "direction": f"{src}t -> {tgt}t", **r})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "predict_cross_device.csv", index=False)
+    lines = [("model", "direction", "source", "predicted", "measured", "error", "roofline", "carried",
+              "ops", "op median", "op p90", "op time-wtd median", "quiet")]
+    for r in rows:
+        lines.append((r["model"], r["direction"], fmt_time(r["source_s"]), fmt_time(r["predicted_s"]),
+                      fmt_time(r["measured_s"]), f"{r['error']:+.1%}", fmt_time(r["roofline_s"]),
+                      fmt_time(r["carried_s"]), f"{r['ops_compared']}/{r['ops_predicted']}",
+                      f"{r['op_median']:.1%}", f"{r['op_p90']:.1%}", f"{r['op_time_weighted_median']:.1%}",
+                      f"{r['src_quality']}/{r['tgt_quality']}"))
+    print("\n".join(text_table(lines)))
+    print(f"runs: {', '.join(f'{n} thread(s) {runs[n]}' for n in counts)}; table: {out / 'predict_cross_device.csv'}")
+
+
+if __name__ == "__main__":
+    main()
