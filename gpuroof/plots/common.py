@@ -201,6 +201,30 @@ def _new_figure(w: float, h: float, **kw: Any) -> "Figure":
     return fig
 
 
+def fit_legend(fig: "Figure", handles: list[Any], ncols: int, **kw: Any) -> Any:
+    """A legend under the plot that fits the figure's width: fewer columns while it is wider than the
+    figure, then, in one column, labels wrapped at the width that fits (a device name of 60 characters
+    never runs past the edge). Returns the legend; the layout is drawn once per try."""
+    import textwrap
+
+    ncols = max(1, min(ncols, len(handles)))
+    labels = [h.get_label() for h in handles]
+    width = max(len(t) for t in labels)
+    while True:
+        legend = fig.legend(handles=handles, labels=labels, loc="outside lower center", ncols=ncols,
+                            frameon=False, **kw)
+        fig.canvas.draw()
+        box = legend.get_window_extent()
+        if box.width <= fig.bbox.width * 0.98 or (ncols == 1 and width <= 20):
+            return legend
+        legend.remove()
+        if ncols > 1:
+            ncols -= 1
+        else:  # one column still too wide: wrap at the share of characters that fits
+            width = max(20, int(width * fig.bbox.width * 0.95 / box.width) - 1)
+            labels = [textwrap.fill(t, width) for t in labels]
+
+
 def _freeze_layout(fig: "Figure") -> None:
     """Run the constrained layout once and keep it, so labels placed afterwards stay where measured."""
     fig.canvas.draw()

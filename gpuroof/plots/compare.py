@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.plots.common import INVALID_COLOUR, RC, Drawn, _freeze_layout, _log_axis, _new_figure
+from gpuroof.plots.common import INVALID_COLOUR, RC, Drawn, _freeze_layout, fit_legend, _log_axis, _new_figure
 from gpuroof.plots.labels import LabelPlacer
 from gpuroof.results import check_out_file
 from gpuroof.roofline import Roofline, known
@@ -199,7 +199,7 @@ def rooflines_figure(c: "Comparison") -> Drawn:
             handles.append(Line2D([], [], color="#555555", lw=1.0, ls=(0, (4, 3)), label="theoretical"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="#333333", mew=1.3,
                               label="ridge vs DRAM"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), frameon=False,
+        fit_legend(fig, handles, 3,
                    title="colour = device model; labels: median value · share of theoretical at the measured clock",
                    title_fontsize=8.5)
         _freeze_layout(fig)
@@ -343,7 +343,7 @@ def ceilings_figure(c: "Comparison") -> Drawn:
                           label="flagged run")]
         handles += [Line2D([], [], ls="none", marker="s", mfc=m.colour, mec="none", ms=7, label=_model_label(m, True))
                     for m in ms]
-        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        fit_legend(fig, handles, 3)
         fig.suptitle("Every run against its device model's median, one panel per ceiling "
                      "(under each column: the model, its runs, the median value)", fontsize=10)
         _freeze_layout(fig)
@@ -448,8 +448,7 @@ def over_time_figure(c: "Comparison") -> Drawn | None:
                    for i, k in enumerate(keys)]
         handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec=INVALID_COLOUR, mew=1.3, ms=8,
                               label="flagged run"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), frameon=False,
-                   title="host · device model", title_fontsize=8.5)
+        fit_legend(fig, handles, 3, title="host · device model", title_fontsize=8.5)
         fig.suptitle(f"Each ceiling over time, per host ({t_lo:%Y-%m-%d} to {t_hi:%Y-%m-%d}, UTC)", fontsize=10)
         _freeze_layout(fig)
     caption = (f"Each ceiling of {len(runs)} run(s) against the time it was measured, one line per host and device "
