@@ -313,7 +313,8 @@ def assess(meta: dict) -> dict:
             if blas and v < VECTOR_VS_BLAS * blas:
                 reasons.append(f"{dtype} vector ceiling {v / 1e9:.1f} GFLOP/s is under {VECTOR_VS_BLAS:.0%} of "
                                f"the BLAS GEMM's {blas / 1e9:.1f} GFLOP/s on the same cores")
-    fit_reasons, fit_warnings = fit_verdict(meta.get("fit") or {})
+    dram_stat = ((meta.get("ceiling_statistic") or {}).get("by_ceiling") or {}).get("dram") or {}
+    fit_reasons, fit_warnings = fit_verdict(meta.get("fit") or {}, dram_stat.get("spread"))
     reasons += fit_reasons
     reasons += invalid_reasons(meta.get("validation") or {}, meta.get("hierarchy") or {})
     throttled = meta.get("throttled_points")
@@ -331,10 +332,12 @@ def _point(d: dict) -> str:
     return f"{d['dtype']} {d['variant']} {d['fmas_per_element']} FMAs ({d['intensity_flop_per_byte']:.3g} FLOP/B)"
 
 
-def fit_verdict(fit: dict) -> tuple[list[str], list[str]]:
+def fit_verdict(fit: dict, dram_spread: float | None = None) -> tuple[list[str], list[str]]:
     """(reasons, warnings) from the sweep's fit. The strays (`fit["strays"]`, beyond FIT_LIMIT) that
     fall under their band and were timed in a second window (`timed_windows` >= 2) repeat: the
-    hardware's, a warning with the figure. One above its band, or never timed again, is a reason.
+    hardware's, a warning with the figure. One above its band, or never timed again, is a reason;
+    one above its band by no more than the DRAM repetitions' own spread (`dram_spread`, (p90-p10)/p90)
+    says so: the memory bandwidth moved during the run, so the roof under it is not the device's.
     A fit without the stray list (a run written before it) is judged by its largest deviation."""
     if "strays" not in fit:
         worst = fit.get("max_abs_deviation")
@@ -343,7 +346,12 @@ def fit_verdict(fit: dict) -> tuple[list[str], list[str]]:
         return [], []
     reasons, warnings = [], []
     for d in fit["strays"]:
-        if d["deviation"] > 0:
+        if d["deviation"] > 0 and dram_spread is not None and d["deviation"] <= dram_spread:
+            reasons.append(f"the sweep point {_point(d)} runs {d['deviation']:.0%} above min(P, B·I) of its own "
+                           f"loop, inside the {dram_spread:.0%} spread of the DRAM repetitions: the memory "
+                           "bandwidth moved during the run (another tenant of the host, a busy memory "
+                           "system), so the DRAM roof is under-measured")
+        elif d["deviation"] > 0:
             reasons.append(f"the sweep point {_point(d)} runs {d['deviation']:.0%} above min(P, B·I) of its own "
                            "loop: a roof is under-measured")
         elif (d.get("timed_windows") or 1) < 2:

@@ -226,6 +226,20 @@ def test_a_stray_that_repeats_is_reported_not_a_fault(stray, ok, word):
     assert any(word in t for t in (q["warnings"] if ok else q["reasons"])), q
 
 
+@pytest.mark.parametrize("spread,names_the_spread", [(0.54, True), (0.12, False)])
+def test_a_point_above_its_roof_in_a_round_whose_dram_moved_says_so(spread, names_the_spread):
+    """A point 30% above its own loop's roof: not ok either way; when the DRAM repetitions themselves
+    spread further than that, the reason names the moving memory bandwidth, not a mystery roof."""
+    m = _quiet_meta()
+    m["fit"] = {**m["fit"], "max_abs_deviation": 0.30, "strays": [_stray(+0.30, 2)]}
+    m["ceiling_statistic"] = {"by_ceiling": {"dram": {"spread": spread}}}
+    q = quality.assess(m)
+    assert q["ok"] is False
+    text = " ".join(q["reasons"])
+    assert "under-measured" in text
+    assert ("54% spread of the DRAM repetitions" in text) is names_the_spread, text
+
+
 def test_invalid_points_and_throttling_mark_the_run():
     m = _quiet_meta()
     m["validation"] = {**m["validation"], "invalid": 2}
