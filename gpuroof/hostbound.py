@@ -32,13 +32,33 @@ class Timing:
     enqueue the same launches (None where the host runs the work: the CPU backend).
 
     replay: "stream" (launches enqueued from Python onto the stream), "graph" (a CUDA graph of the
-    launches replayed), None on the CPU.
+    launches replayed), None on the CPU. launches_per_window counts calls; kernels_per_call, the
+    kernels each call enqueues (kernels_per_call()).
     """
 
     times_s: np.ndarray
     enqueue_s: np.ndarray | None = None
     replay: str | None = None
     launches_per_window: int = 1
+    kernels_per_call: int = 1
+
+
+def kernels_per_call(fn: object) -> int:
+    """Kernels one call of `fn` enqueues: its `kernels_per_call` (a workload's run says how many it
+    enqueues: an LSTM two per step, an MLP two per layer, im2col its unfolding and its GEMM); for a
+    rotation of calls (`runs`, bench.Rotation), the most of any of them; 1 otherwise.
+
+    A timed window caps the kernels it enqueues, not the calls (backends.cuda.timing.MAX_LAUNCHES):
+    a window of calls that enqueue many kernels each would otherwise fill the launch queue, whose
+    wait then reads as host-bound."""
+    n = getattr(fn, "kernels_per_call", None)
+    if n is None and isinstance(getattr(fn, "runs", None), (list, tuple)) and fn.runs:  # type: ignore[attr-defined]
+        n = max(kernels_per_call(r) for r in fn.runs)  # type: ignore[attr-defined]
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"kernels_per_call {n!r}: a call enqueues an integer number of kernels >= 1")
+    return int(n)
 
 
 def host_bound(enqueue_s: float | None, device_s: float | None) -> bool | None:

@@ -35,9 +35,11 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
     Every size is timed (BLAS libraries pick different kernels by size, so an early flat stretch
     says little about the large sizes); `matrix_plateaus` then tells whether the rate levelled off.
     A unit the library refuses (a CUBLASError: say int8 TN on a card or cuBLAS without it) or that
-    fails on the device gets one invalid row with the reason (`failed_unit`) and no ceiling; the
-    other units run on. A size timed while other processes were busy is timed again up to
-    `retries` times.
+    fails on the device gets one row for the size that failed, with the reason (`failed_unit`),
+    and its larger sizes are not tried; the other units run on. That row is a failure, not a
+    measurement: a unit that failed at its first size has no ceiling, one that failed after valid
+    smaller sizes has the ceiling of those (`unit_failures`, `failure_warnings` say which). A size
+    timed while other processes were busy is timed again up to `retries` times.
     """
     rows: list[dict] = []
     for unit in units:
@@ -78,10 +80,12 @@ def matrix_sweep(backend: Any, units: tuple[str, ...], sizes: tuple[int, ...], *
 
 
 def failed_unit(unit: str, n: int, reason: str) -> dict:
-    """The row that records a unit whose GEMM the library refused or that failed on the device:
-    invalid, no time, the reason in `error` (so one unit's failure never ends the run)."""
+    """The row that records the size at which a unit's GEMM was refused by the library or failed on
+    the device: `failed` True, the reason in `error`, no time (so one unit's failure never ends the
+    run). `valid` is False because no timed, checked GEMM stands behind it; it is no invalid
+    sample either (no output was checked and found wrong): readers tell the two apart by `failed`."""
     return {"unit": f"{unit}-matrix", "dtype": unit, "n": n, "rep": None, "time_s": None,
-            "valid": False, "error": reason}
+            "valid": False, "failed": True, "error": reason}
 
 
 def first_line(exc: BaseException) -> str:
@@ -89,12 +93,62 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
+def _failure_rows(samples: pd.DataFrame) -> pd.Series:
+    """Which rows record a failure (`failed_unit`): a non-empty `error` (runs before the `failed`
+    column have only that), or `failed` True."""
+    mask = pd.Series(False, index=samples.index)
+    if "error" in samples:
+        mask |= samples["error"].notna() & (samples["error"].astype(str).str.strip() != "")
+    if "failed" in samples:
+        mask |= samples["failed"].astype(str).str.strip().str.lower().isin(("true", "1", "1.0"))
+    return mask
+
+
 def failed_units(samples: pd.DataFrame) -> dict[str, str]:
     """unit -> reason, for every unit recorded by `failed_unit`."""
-    if samples.empty or "error" not in samples:
+    if samples.empty:
         return {}
-    bad = samples[samples["error"].notna() & (samples["error"].astype(str) != "")]
+    bad = samples[_failure_rows(samples)]
     return {str(r.unit): str(r.error) for r in bad.itertuples()}
+
+
+def unit_failures(samples: pd.DataFrame) -> dict[str, dict]:
+    """unit -> {"n": the size that failed, "error": why, "valid_sizes": the sizes timed and checked
+    before it}: what a failed unit's ceiling (matrix_ceilings, from the valid sizes) does and does
+    not stand on."""
+    if samples.empty:
+        return {}
+    fail = _failure_rows(samples)
+    ok = samples[~fail & samples["valid"].astype(bool)]
+    out = {}
+    for r in samples[fail].itertuples():
+        sizes = sorted({int(n) for n in ok.loc[ok["unit"] == r.unit, "n"]})
+        out[str(r.unit)] = {"n": int(r.n), "error": str(r.error), "valid_sizes": sizes}
+    return out
+
+
+def failure_warnings(failed: dict[str, str], ceilings: dict | None,
+                     samples: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+    """(severity, sentence) per failed unit (run.json `matrix_failed_units`: unit -> reason), for
+    the report: a unit without a ceiling is 'bad' (it has none); a unit that failed at a larger size
+    after valid smaller ones keeps the ceiling of those and is a 'warn' that names the failed size
+    (from matrix.csv, `samples`, where there is one) as a failure, not as an invalid measurement."""
+    where = unit_failures(samples) if samples is not None and len(samples) else {}
+    out = []
+    for unit, reason in (failed or {}).items():
+        info = where.get(unit, {})
+        at = f" at n={info['n']}" if info.get("n") is not None else ""
+        ceiling = (ceilings or {}).get(unit)
+        if ceiling is None:
+            out.append(("bad", f"the matrix unit {unit} failed{at} and has no ceiling: {reason}."))
+            continue
+        sizes = info.get("valid_sizes")
+        from_sizes = f"n={', '.join(map(str, sizes))}" if sizes else "the sizes before it"
+        out.append(("warn", f"the matrix unit {unit} failed{at} ({reason}); larger sizes were not tried. "
+                            f"Its ceiling comes from the sizes that ran and passed their check ({from_sizes}), "
+                            "not from the failed one, which is no invalid measurement: it may sit under "
+                            "the plateau the larger sizes would have reached."))
+    return out
 
 
 def matrix_plateaus(samples: pd.DataFrame) -> dict[str, bool]:

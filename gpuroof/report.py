@@ -245,8 +245,13 @@ def collect_warnings(run: Run, pts: pd.DataFrame | None, work: pd.DataFrame | No
     if val.get("invalid_matrix_sizes"):
         out.append(("bad", f"{val['invalid_matrix_sizes']} GEMM sample(s) of the matrix sweep failed their check "
                            "and are left out of the matrix ceilings."))
-    for unit, reason in (meta.get("matrix_failed_units") or {}).items():
-        out.append(("bad", f"the matrix unit {unit} failed and has no ceiling: {reason}."))
+    if meta.get("matrix_failed_units"):
+        from gpuroof.matrix import failure_warnings
+        try:  # the size that failed and the sizes the ceiling came from are in matrix.csv
+            matrix = run.table("matrix")
+        except UsageError:
+            matrix = None
+        out += failure_warnings(meta["matrix_failed_units"], (meta.get("ceilings") or {}).get("compute"), matrix)
     if meta.get("host_bound_points"):
         out.append(("warn", f"{meta['host_bound_points']} sweep point(s) were host-bound: enqueueing their "
                             "launches took at least 90% of their device time, so they measure the host."))
@@ -435,6 +440,8 @@ def render_html(run: Run) -> str:
     clocks = meta.get("median_clocks") or {}
     cpu = meta.get("backend") == "cpu"
     core = "core" if cpu else "SM"  # the device's own word for where the FMAs run
+    # where NVML's power came from: instantaneous, or a 1 s average (nvml.POWER_SOURCES)
+    power_source = dev.get("power_source_note") or dev.get("power_source")
 
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -471,6 +478,7 @@ def render_html(run: Run) -> str:
             f"{k} {v['spread']:.1%}" for k, v in (stat.get("by_ceiling") or {}).items()
             if isinstance(v, dict) and _num(v.get("spread")) is not None) if stat.get("statistic") else None),
         ("median power, temperature", f"{fmt_num(clocks.get('power_w'))} W, {fmt_num(clocks.get('temperature_c'))} °C"
+         + (f" (power: {power_source})" if power_source and _num(clocks.get("power_w")) else "")
          if _num(clocks.get("power_w")) or _num(clocks.get("temperature_c")) else None),
         ("fit to min(P, B·I)", f"median |dev| {fmt_num(fit.get('median_abs_deviation'))}, max |dev| "
                                f"{fmt_num(fit.get('max_abs_deviation'))} over {fit.get('points', '?')} points"),

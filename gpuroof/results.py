@@ -61,6 +61,10 @@ class PeaksModel(_Open):
 
 class DeviceModel(_Open):
     name: Text
+    #: Where telemetry's power_w came from (nvml.POWER_SOURCES); absent in runs before it was recorded.
+    power_source: Optional[Annotated[str, Field(strict=True)]] = None
+    #: CUDA: per kernel, blocks per SM and where that number came from (backends.cuda.launch.blocks_per_sm).
+    occupancy: Optional[dict[str, dict[str, Any]]] = None
 
 
 class QualityModel(_Open):
@@ -155,14 +159,15 @@ TABLES: dict[str, dict[str, str]] = {
     "hierarchy": {"working_set_bytes": "num", "bytes": "num?", "rep": "int?", "time_s": "time?",
                   "bandwidth_Bps": "num?", "valid": "bool?", "throttled": "bool?", **WINDOW},
     "matrix": {"unit": "str", "dtype": "str", "n": "int", "rep": "int?", "time_s": "time?",
-               "flops": "num?", "bytes": "num?", "valid": "bool", "throttled": "bool?", **WINDOW},  # a failed unit: no time
+               "flops": "num?", "bytes": "num?", "valid": "bool", "throttled": "bool?",
+               "failed": "bool?", "error": "str?", **WINDOW},  # a failed unit's size: failed, its error, no time
     "shared": {"rep": "int", "time_s": "time", "bytes": "num", "valid": "bool"},
     "workloads": {"name": "str", "case": "str", "dtype": "str", "flops": "num?", "bytes": "num?",
                   "time_s": "time?", "efficiency": "num?", "attainable_flops": "num?",
                   "above_roof": "bool?", "valid": "bool?", **WINDOW},
     "workload_samples": {"name": "str", "case": "str", "dtype": "str", "time_s": "time"},
     "telemetry": {"t_s": "num", "sm_clock_mhz": "num?", "mem_clock_mhz": "num?", "power_w": "num?",
-                  "temperature_c": "num?"},
+                  "power_source": "str?", "temperature_c": "num?"},
 }
 _ALLOWED = {"str": "text", "int": "an integer", "num": "a finite number",
             "time": "a finite number of seconds > 0", "bool": "True or False"}

@@ -225,6 +225,9 @@ def sweep_variant(backend: Backend, settings: SweepSettings, sampler: Sampler, b
             trial = backend.sweep_launch(buf, fmas, variant, elements, **shape(fmas, elements))
             trial_s = float(np.median(backend.time(trial.run, warmup=0, min_reps=1, max_reps=1,
                                                    budget_s=0.0)))
+            # the trial's arguments are this dtype's buffers: released here, so that nothing but
+            # `buf` holds them when run_sweep lets go of it and allocates the next dtype's
+            del trial
             elements = compute_point_elements(elements, trial_s, settings.max_launch_s,
                                               backend.sweep_step(buf, fmas, variant), buf.elements)
         kernel = shape(fmas, elements)

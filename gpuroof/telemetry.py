@@ -72,7 +72,8 @@ class Sampler:
 
     def window(self, t0: float, t1: float) -> dict:
         """Median of each numeric field over [t0, t1] (nearest sample if none fell inside), the OR of
-        the clock-event reasons seen, and whether any of them is a throttle reason."""
+        the clock-event reasons seen, whether any of them is a throttle reason, and where the power
+        came from (`power_source`: nvml.POWER_SOURCES keys seen, joined by '+'; None without one)."""
         with self._lock:
             rows = list(self.rows)
         inside = [r for r in rows if t0 <= r["t_s"] <= t1]
@@ -87,6 +88,8 @@ class Sampler:
         mask = int(np.bitwise_or.reduce(masks)) if masks else None
         out["clock_event_reasons"] = mask
         out["throttled"] = is_throttled(mask)
+        sources = sorted({str(r["power_source"]) for r in inside if r.get("power_source")})
+        out["power_source"] = "+".join(sources) if sources else None
         return out
 
     def frame(self) -> pd.DataFrame:

@@ -108,7 +108,7 @@ def test_event_timing_returns_positive_seconds_within_rep_limits(backend, buffer
 
 def test_telemetry_sample_has_every_key(backend):
     sample = backend.telemetry_source()()
-    assert set(sample) == {"sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c",
+    assert set(sample) == {"sm_clock_mhz", "mem_clock_mhz", "power_w", "power_source", "temperature_c",
                            "clock_event_reasons"}
 
 

@@ -19,6 +19,13 @@ CUDA_TYPE = KERNEL_TYPES  # the same C++ types as the sweep
 
 _functions: dict[tuple[int, str, str], Any] = {}  # (device, file, name expression) -> kernel
 
+#: Kernels one cuBLAS GEMM call may enqueue: its own and, where the library splits K, a reduction.
+#: A count for the launch-queue cap of a timed window (an upper bound, not a measurement).
+GEMM_KERNELS = 2
+#: The same for one cuDNN convolution call (an implicit-GEMM algorithm enqueues one kernel, others
+#: a transform before and after it).
+CUDNN_KERNELS = 3
+
 
 def cupy() -> Any:
     """cupy, imported by the CUDA backend package (the only place that imports it)."""
@@ -63,15 +70,20 @@ def host(arr: Any) -> np.ndarray:
     return cupy().asnumpy(arr)
 
 
-def blocking(enqueue: Callable[[], None], setup: Callable[[], None] | None = None) -> Blocking:
+def blocking(enqueue: Callable[[], None], setup: Callable[[], None] | None = None,
+             kernels: int = 1) -> Blocking:
     """`enqueue` plus a wait on the current stream: blocking to call, events can wrap `enqueue` alone.
-    `setup` (cuBLAS handle modes) runs once before each timed window, not once per GEMM."""
+    `setup` (cuBLAS handle modes) runs once before each timed window, not once per GEMM. `kernels`:
+    how many kernels one call of `enqueue` puts on the stream (hostbound.kernels_per_call), so a
+    timed window caps its kernels, not its calls."""
     cp = cupy()
 
     def wait() -> None:
         cp.cuda.get_current_stream().synchronize()
 
-    return Blocking(enqueue, wait, setup)
+    run = Blocking(enqueue, wait, setup)
+    run.kernels_per_call = int(kernels)  # type: ignore[attr-defined]
+    return run
 
 
 def cublas_modes() -> Callable[[], None]:

@@ -222,6 +222,15 @@ def im2col_grid(p: Conv2dParams) -> tuple[tuple[int, int], tuple[int]]:
     return ((p.oh * p.ow + BLOCK - 1) // BLOCK, min(p.n, 65535)), (BLOCK,)
 
 
+def cuda_kernels(p: Conv2dParams) -> int:
+    """Kernels one call of the CUDA runner of `p.impl` enqueues: direct 1; im2col the unfolding
+    kernel (none for a pointwise GEMM) and one strided-batched GEMM; cuDNN its convolution's."""
+    from gpuroof.workloads._cuda import CUDNN_KERNELS, GEMM_KERNELS
+    if p.impl == "im2col-cublas":
+        return (0 if p.is_pointwise_gemm else 1) + GEMM_KERNELS
+    return CUDNN_KERNELS if p.impl == "cudnn" else 1
+
+
 def _cuda_im2col(backend, p: Conv2dParams, x: dict) -> Prepared:
     """The unfolding kernel (skipped for a pointwise GEMM), then ONE strided-batched cuBLAS GEMM over
     all images with the weights shared (stride 0): two launches per call, whatever the batch."""
@@ -252,8 +261,8 @@ def _cuda_im2col(backend, p: Conv2dParams, x: dict) -> Prepared:
             kernel, grid, block, args = unfold_launch
             kernel(grid, block, args)
         gemm()
-    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(y),
-                    keep=keep + [gemm])
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes(), cuda_kernels(p)),
+                    output=lambda: _cuda.host(y), keep=keep + [gemm])
 
 
 def cudnn_available() -> bool:
@@ -278,7 +287,7 @@ def _cuda_cudnn(backend, p: Conv2dParams, x: dict) -> Prepared:
         # tensor_core='never' keeps float32 on FP32 math (TF32 would fail the float32 tolerance).
         cudnn.convolution_forward(xd, wd, None, y, pad, stride, (1, 1), 1, auto_tune=True,
                                   tensor_core="never")
-    return Prepared(run=_cuda.blocking(enqueue), output=lambda: _cuda.host(y),
+    return Prepared(run=_cuda.blocking(enqueue, kernels=cuda_kernels(p)), output=lambda: _cuda.host(y),
                     keep=[xd, wd, y])
 
 

@@ -87,14 +87,20 @@ def _cpu_blas(backend, p: GemmParams, x: dict) -> Prepared:
     return Prepared(run=run, output=lambda: c, keep=[a, b, c])
 
 
+def cuda_kernels(p: GemmParams) -> int:
+    """Kernels one call of the CUDA runner of `p.impl` enqueues: one cuBLAS GEMM's, or the tiled kernel."""
+    from gpuroof.workloads._cuda import GEMM_KERNELS
+    return GEMM_KERNELS if p.impl == "cublas" else 1
+
+
 def _cuda_cublas(backend, p: GemmParams, x: dict) -> Prepared:
     from gpuroof.workloads import _cuda
 
     a, b = _cuda.device_array(x["a"], p.dtype), _cuda.device_array(x["b"], p.dtype)
     c = _cuda.empty((p.m, p.n), p.dtype)
     enqueue = _cuda.gemm(a, b, c, p.dtype)
-    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(c),
-                    keep=[a, b, c, enqueue])
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes(), cuda_kernels(p)),
+                    output=lambda: _cuda.host(c), keep=[a, b, c, enqueue])
 
 
 def tiled_name(dtype: str) -> str:

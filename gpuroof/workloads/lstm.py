@@ -151,6 +151,12 @@ def pointwise_name(dtype: str) -> str:
     return f"lstm_pointwise<{CUDA_TYPE[dtype]}>"
 
 
+def cuda_kernels(p: LstmParams) -> int:
+    """Kernels one call of the CUDA runner enqueues: per step the gates' GEMM and the pointwise cell."""
+    from gpuroof.workloads._cuda import GEMM_KERNELS
+    return p.steps * (GEMM_KERNELS + 1)
+
+
 def _cuda_cublas(backend, p: LstmParams, x: dict) -> Prepared:
     from gpuroof.workloads import _cuda
 
@@ -176,7 +182,7 @@ def _cuda_cublas(backend, p: LstmParams, x: dict) -> Prepared:
     def output() -> np.ndarray:
         h = _cuda.host(xh[1:, :, i:])
         return np.concatenate([h, _cuda.host(c)[None]], axis=0)
-    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=output,
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes(), cuda_kernels(p)), output=output,
                     keep=[hb, gates, c, gemms, pw_args])
 
 

@@ -101,6 +101,12 @@ def bias_act_name(dtype: str, relu: bool) -> str:
     return f"bias_act<{CUDA_TYPE[dtype]}, {'true' if relu else 'false'}>"
 
 
+def cuda_kernels(p: MlpParams) -> int:
+    """Kernels one call of the CUDA runner enqueues: per layer its GEMM and the bias-activation kernel."""
+    from gpuroof.workloads._cuda import GEMM_KERNELS
+    return p.layers * (GEMM_KERNELS + 1)
+
+
 def _cuda_cublas(backend, p: MlpParams, x: dict) -> Prepared:
     from gpuroof.workloads import _cuda
 
@@ -123,7 +129,8 @@ def _cuda_cublas(backend, p: MlpParams, x: dict) -> Prepared:
             gemm()
             kernel(grid, block, args)
     last = acts[(p.layers - 1) % 2]
-    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes()), output=lambda: _cuda.host(last),
+    return Prepared(run=_cuda.blocking(enqueue, _cuda.cublas_modes(), cuda_kernels(p)),
+                    output=lambda: _cuda.host(last),
                     keep=[xs, ws, bs, acts, steps])
 
 

@@ -19,7 +19,7 @@ from gpuroof.backends.cuda.kernels import (BLOCK, CUDA_TYPE, SWEEP_FMAS, VECS_PE
                                            bf16_bits_from_float64, float64_from_bf16_bits, granule,
                                            kernel_path, kernel_source, name_expression, name_expressions)
 from gpuroof.backends.cuda.launch import SweepLaunches
-from gpuroof.backends.cuda.timing import time_events, time_graph
+from gpuroof.backends.cuda.timing import OwnStream, current_streams, time_events, time_graph, with_caller
 from gpuroof.hostbound import Timing
 from gpuroof.errors import UsageError
 from gpuroof.nvml import Nvml
@@ -33,7 +33,11 @@ def _device_count(cp: Any) -> int:
 
 
 class CudaBackend(Backend):
-    """One CUDA device through cupy: sweep kernels from kernels/sweep.cu, timed with CUDA events."""
+    """One CUDA device through cupy: sweep kernels from kernels/sweep.cu, timed with CUDA events.
+
+    All its device work goes to one non-blocking stream of its own (timing.OwnStream), made current
+    by `on_stream()` around every call that launches, waits or records: kernels, cuBLAS, events and
+    waits all follow the current stream, so none of them can wait on another one than the work."""
 
     name = "cuda"
 
@@ -72,12 +76,22 @@ class CudaBackend(Backend):
         self._info = dev.read_device_info(cp, self.index, self._nvml)
         self._info["sweep_block_threads"] = BLOCK
         self._nvml_handle = self._info.pop("_nvml_handle")
-        self._launches = SweepLaunches(cp, self._device, self._info, self.free_memory_bytes)
-        self._stream = self._launches.stream
+        self._own = OwnStream(cp, self._device)
+        self._stream = self._own.stream
+        self._launches = SweepLaunches(cp, self._info, self.free_memory_bytes, self._own)
+        # the kernels' blocks per SM and where each number came from, filled in as they are compiled
+        self._info["occupancy"] = self._launches.occupancy
+
+    def on_stream(self) -> Any:
+        """A context manager: this backend's device and stream current (timing.OwnStream.active)."""
+        return self._own.active()
 
     # -- device facts --------------------------------------------------------------------------
 
     def device_info(self) -> dict:
+        """The device's facts. `occupancy` is the backend's own record, filled in as each kernel is
+        compiled (blocks per SM, from the occupancy API or a fallback with its error): a run that
+        keeps this dict writes every kernel it launched into run.json."""
         return dict(self._info)
 
     def dtypes(self) -> tuple[str, ...]:
@@ -88,7 +102,7 @@ class CudaBackend(Backend):
 
     def free_memory_bytes(self) -> int:
         """Free device memory, after handing cupy's cached blocks back so they count as free."""
-        with self._device:
+        with self.on_stream():
             self._cp.get_default_memory_pool().free_all_blocks()
             return int(self._cp.cuda.runtime.memGetInfo()[0])
 
@@ -137,7 +151,7 @@ class CudaBackend(Backend):
         cp = self._cp
         run, values, partial, blocks, tile, passes = self._launches.shared_read()
         times = self.time(run, warmup=1, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s)
-        with self._device:
+        with self.on_stream():
             want = float(values.astype(cp.float64).sum()) * blocks * passes
             got = float(partial.astype(cp.float64).sum())
         return {"times_s": times, "bytes": blocks * tile * 16 * passes, "rel_error": abs(got - want) / want,
@@ -152,8 +166,7 @@ class CudaBackend(Backend):
         return (4096, 8192) if quick else (2048, 4096, 8192, 12288, 16384)
 
     def gemm(self, unit: str, n: int) -> Gemm:
-        return blas.gemm(self._cp, self._device, self._stream.synchronize, self.free_memory_bytes(),
-                         unit, n)
+        return blas.gemm(self._cp, self.on_stream, self._own.synchronize, self.free_memory_bytes(), unit, n)
 
     def matrix_theoretical(self, sm_clock_mhz: float | None) -> dict[str, float | None]:
         return dev.matrix_theoretical(self._info["compute_capability"], self._info["multiprocessors"],
@@ -169,23 +182,31 @@ class CudaBackend(Backend):
 
     def timed(self, fn: Callable[[], None], *, warmup: int, min_reps: int, max_reps: int,
               budget_s: float) -> Timing:
-        """Device seconds per launch and the host's enqueue seconds beside them, with the events on
-        the current stream (CuPy's, joined with torch's: timing.current_streams)."""
+        """Device seconds per launch and the host's enqueue seconds beside them, with the backend's
+        stream current: the work and the events go there. The stream the caller had made current,
+        and torch's current stream where torch uses another, wait for the start event and are
+        joined before the end one (timing.current_streams, timing.with_caller), so work sent to
+        them stays inside the window."""
         if isinstance(fn, Launch):
             fn = fn.run
         with self._device:
+            caller = self._cp.cuda.get_current_stream()
+        with self.on_stream():
+            streams = with_caller(current_streams(self._cp), caller)
             return time_events(self._cp, fn, warmup=warmup, min_reps=min_reps, max_reps=max_reps,
-                               budget_s=budget_s)
+                               budget_s=budget_s, streams=streams)
 
     def timed_graph(self, fn: Callable[[], None], *, launches: int, warmup: int, min_reps: int,
                     max_reps: int, budget_s: float) -> Timing:
-        """`launches` enqueues of `fn` captured into one CUDA graph and replayed (timing.time_graph);
-        raises timing.GraphUnsupported when they cannot be captured."""
+        """`launches` enqueues of `fn` captured into one CUDA graph on the backend's stream and
+        replayed there (timing.time_graph); raises timing.GraphUnsupported when they cannot be
+        captured."""
         if isinstance(fn, Launch):
             fn = fn.run
-        with self._device:
+        with self.on_stream() as stream:
+            stream.synchronize()  # the capture starts on an idle stream
             return time_graph(self._cp, fn, launches=launches, warmup=warmup, min_reps=min_reps,
-                              max_reps=max_reps, budget_s=budget_s)
+                              max_reps=max_reps, budget_s=budget_s, stream=stream)
 
     def as_float64(self, arr: Any, dtype: str) -> Any:
         """float64 copy of `arr`. bfloat16 data is stored as uint16 bits; arrays already in a float

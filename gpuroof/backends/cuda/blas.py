@@ -151,8 +151,13 @@ def gemm_call(cp: Any, a: Any, b: Any, c: Any, kind: str, layout: str = "NN") ->
     return enqueue
 
 
-def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: str, n: int) -> Gemm:
-    """n x n x n GEMM of matrix unit `unit`; its `run` exposes `enqueue` for event timing."""
+def gemm(cp: Any, on_stream: Callable[[], Any], wait: Callable[[], None], free_bytes: int, unit: str,
+         n: int) -> Gemm:
+    """n x n x n GEMM of matrix unit `unit`; its `run` exposes `enqueue` for event timing.
+
+    `on_stream()` makes the backend's device and stream current (timing.OwnStream.active): the
+    operands are made there and every GEMM is enqueued there (CuPy sets the cuBLAS handle to the
+    current stream before each call), and `wait` waits on that same stream."""
     if unit not in GEMM_LAYOUT:
         raise UsageError(f"matrix unit {unit}: the CUDA backend has {', '.join(GEMM_LAYOUT)}")
     types = GEMM_TYPES[unit]
@@ -162,7 +167,7 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
     if need > 0.8 * free_bytes:
         raise MemoryError(f"GEMM {n}: needs {need / 2**30:.2f} GiB")
     rng = np.random.default_rng(n)
-    with device:
+    with on_stream():
         if unit == "int8":
             a64 = rng.integers(-8, 8, (n, n)).astype(np.float64)
             b64 = rng.integers(-8, 8, (n, n)).astype(np.float64)
@@ -188,7 +193,7 @@ def gemm(cp: Any, device: Any, wait: Callable[[], None], free_bytes: int, unit: 
     rows = sample_rows(n)
 
     def enqueue() -> None:
-        with device:
+        with on_stream():
             call()
 
     def check() -> float:

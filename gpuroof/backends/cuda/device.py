@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 
 from gpuroof.errors import MeasurementError
-from gpuroof.nvml import Nvml
+from gpuroof.nvml import POWER_SOURCES, Nvml
 
 #: Non-tensor FMA lanes per SM per clock, by compute capability (CUDA C Programming Guide,
 #: "Arithmetic Instructions" throughput table; 16-bit entries count elements, a half2 FMA is two).
 #: None: the unit does not exist there. An architecture missing here gets no compute peak (never guessed).
+#: The peak is SMs x lanes x 2 FLOP x clock: V100 (80 SMs, 1530 MHz boost) 7.8 / 15.7 / 31.3 TFLOP/s
+#: float64 / float32 / float16, NVIDIA's 7.8, 15.7 and 31.4 (Volta's half2 rate is twice its FP32
+#: rate, not four times as on A100 and H100); its 125 TFLOP/s fp16 are the tensor cores' (below).
 FMA_LANES_PER_SM: dict[tuple[int, int], dict[str, int | None]] = {
     (7, 0): {"float64": 32, "float32": 64, "float16": 128, "bfloat16": None},  # V100
     (8, 0): {"float64": 32, "float32": 64, "float16": 256, "bfloat16": 128},  # A100
@@ -21,9 +24,12 @@ FMA_LANES_PER_SM: dict[tuple[int, int], dict[str, int | None]] = {
 }
 
 #: Dense matrix-unit FLOP per clock per SM (an FMA counts 2), from NVIDIA's architecture whitepapers:
-#: A100 312 TFLOP/s fp16 dense = 108 SMs x 2048 x 1.41 GHz; H100 SXM 989 TFLOP/s = 132 x 4096 x 1.83 GHz.
-#: int8 is in integer OP per clock. A unit or architecture missing here has no theoretical peak.
+#: V100 125 TFLOP/s fp16 = 80 SMs x 1024 x 1.53 GHz (8 tensor cores x 64 FMAs); A100 312 TFLOP/s fp16
+#: dense = 108 SMs x 2048 x 1.41 GHz; H100 SXM 989 TFLOP/s = 132 x 4096 x 1.83 GHz.
+#: int8 is in integer OP per clock. A unit or architecture missing here has no theoretical peak (V100
+#: has no tf32, bfloat16, float64 or int8 tensor cores: cuBLAS runs those GEMMs on its FMA pipes).
 MATRIX_FLOP_PER_SM_CLOCK: dict[tuple[int, int], dict[str, int]] = {
+    (7, 0): {"float16": 1024},
     (8, 0): {"float16": 2048, "bfloat16": 2048, "tf32": 1024, "float64": 128, "int8": 4096},
     (9, 0): {"float16": 4096, "bfloat16": 4096, "tf32": 2048, "float64": 256, "int8": 8192},
 }
@@ -159,6 +165,10 @@ def read_device_info(cp: Any, index: int, nvml: Nvml) -> dict:
     handle, match = match_nvml(nvml, info["pci_bus_id"], info["uuid"], index)
     info["nvml_match"] = match
     info["nvml_error"] = nvml.error
+    # where every telemetry sample's power comes from (the samples record it too: power_source)
+    source = nvml.power(handle)[1]
+    info["power_source"] = source
+    info["power_source_note"] = POWER_SOURCES.get(source) if source else "no power reading from NVML"
     for key, value in nvml.static_info(handle).items():
         if info.get(key) is None:
             info[key] = value

@@ -1,7 +1,7 @@
 """Sweep launches on one CUDA device: buffers, NVRTC modules, grids from the occupancy API, prepared launches."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,18 +23,50 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / _GIB:.2f} GiB"
 
 
-class SweepLaunches:
-    """Compiles and launches the sweep and working-set kernels of one device on its null stream."""
+OCCUPANCY_API = "occupancy API"
+FALLBACK = "fallback"
 
-    def __init__(self, cp: Any, device: Any, info: dict, free_bytes: Any):
+
+def blocks_per_sm(query: Callable[[], int], fallback: int) -> dict:
+    """Resident blocks per SM of one kernel and where the number came from: `query()` (the occupancy
+    API, cuOccupancyMaxActiveBlocksPerMultiprocessor) when it answers a positive count, else
+    `fallback`, with the error or the answer that made it fall back (`error`, only then). A grid
+    sized from a fallback is a guess about registers and shared memory: the run records it
+    (run.json device.occupancy) so the grid of every kernel, and how it was chosen, can be read back."""
+    try:
+        n = int(query())
+    except Exception as exc:  # CUDADriverError, a driver without the call
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"blocks_per_sm": int(fallback), "source": FALLBACK, "error": f"{type(exc).__name__}: {text}"}
+    if n <= 0:
+        return {"blocks_per_sm": int(fallback), "source": FALLBACK,
+                "error": f"the occupancy API answered {n} blocks per SM"}
+    return {"blocks_per_sm": n, "source": OCCUPANCY_API}
+
+
+class SweepLaunches:
+    """Compiles and launches the sweep and working-set kernels of one device on the backend's own
+    stream (timing.OwnStream): every launch, wait and fill goes there."""
+
+    def __init__(self, cp: Any, info: dict, free_bytes: Any, own: Any):
         self._cp = cp
-        self._device = device
         self._info = info
         self._free_bytes = free_bytes
-        self.stream = cp.cuda.Stream.null
+        self._own = own
+        self.stream = own.stream
         self._modules: dict[str, Any] = {}
         self._kernels: dict[str, tuple[Any, int]] = {}  # name expression -> (kernel, grid)
+        #: Per kernel compiled (name expression): blocks per SM and where the number came from.
+        self.occupancy: dict[str, dict] = {}
         self._errors = (cp.cuda.driver.CUDADriverError, cp.cuda.runtime.CUDARuntimeError)
+
+    def _occupancy(self, name: str, kernel: Any, fallback: int) -> int:
+        """Blocks per SM of `kernel` (blocks_per_sm, BLOCK threads each), recorded under `name`; the
+        grid is that times the multiprocessors."""
+        occ = blocks_per_sm(lambda: self._cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+            kernel.kernel.ptr, BLOCK, 0), fallback)
+        self.occupancy[name] = occ
+        return occ["blocks_per_sm"]
 
     def close(self) -> None:
         self._kernels.clear()
@@ -64,7 +96,7 @@ class SweepLaunches:
                              f"the device has {_gib(free)} free")
         storage = cp.dtype(STORAGE_DTYPE[dtype])
         try:
-            with self._device:
+            with self._own.active():
                 x = cp.empty(elements, dtype=storage)
                 for start in range(0, elements, _FILL_CHUNK):
                     stop = min(start + _FILL_CHUNK, elements)
@@ -89,24 +121,21 @@ class SweepLaunches:
         if hit is not None:
             return hit
         try:
-            with self._device:
+            with self._own.active():
                 mod = self._modules.get(dtype)
                 if mod is None:
                     mod = self._cp.RawModule(code=kernel_source("sweep.cu"), options=COMPILE_OPTIONS,
                                              name_expressions=sweep_module_expressions(dtype))
                     self._modules[dtype] = mod
                 kernel = mod.get_function(key)
-                try:
-                    blocks = int(self._cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
-                        kernel.kernel.ptr, BLOCK, 0))
-                except Exception:
-                    blocks = 0
         except Exception as exc:  # cupy.cuda.compiler.CompileException, driver errors
             raise MeasurementError(
                 f"compiling {key} from {kernel_path('sweep.cu')} failed: {exc} "
                 "(NVRTC needs the CUDA headers: install gpuroof[cuda13], which brings them)") from exc
-        if blocks <= 0:  # occupancy API unavailable: assume the thread limit binds
-            blocks = max(1, (self._info["max_threads_per_multiprocessor"] or 2048) // BLOCK)
+        # Without an answer from the occupancy API: assume the thread limit binds (recorded as such).
+        with self._own.active():
+            blocks = self._occupancy(key, kernel,
+                                     max(1, (self._info["max_threads_per_multiprocessor"] or 2048) // BLOCK))
         grid = blocks * (self._info["multiprocessors"] or 1)
         self._kernels[key] = (kernel, grid)
         return kernel, grid
@@ -121,19 +150,20 @@ class SweepLaunches:
         return grid * BLOCK * buf.granule
 
     def _call(self, kernel: Any, grid: int, args: tuple, label: str) -> Blocking:
-        device, stream, errors = self._device, self.stream, self._errors
+        """A launch of `kernel` on the backend's stream (made current for the enqueue), and a wait
+        on that stream: never the legacy null stream, which does not wait for a non-blocking one."""
+        own, errors = self._own, self._errors
 
         def enqueue() -> None:
             try:
-                with device:
+                with own.active():
                     kernel((grid,), (BLOCK,), args)
             except errors as exc:
                 raise MeasurementError(f"{label} launch failed: {exc}") from exc
 
         def wait() -> None:
             try:
-                with device:
-                    stream.synchronize()
+                own.synchronize()
             except errors as exc:
                 raise MeasurementError(f"{label} failed on the device: {exc}") from exc
 
@@ -199,15 +229,11 @@ class SweepLaunches:
         """(run, values, partial, blocks, tile, passes) of kernels/shared_bw.cu on every SM."""
         cp = self._cp
         tile = 2048  # float4s, as GPUROOF_SHARED_TILE in the kernel
-        with self._device:
+        with self._own.active():
             mod = cp.RawModule(code=kernel_source("shared_bw.cu"), options=COMPILE_OPTIONS)
             kernel = mod.get_function("shared_read")
-            try:
-                per_sm = int(cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
-                    kernel.kernel.ptr, BLOCK, 0))
-            except Exception:
-                per_sm = 1
-            blocks = max(1, per_sm) * (self._info["multiprocessors"] or 1)
+            # the tile fills most of an SM's shared memory: one resident block where the API is silent
+            blocks = self._occupancy("shared_read", kernel, 1) * (self._info["multiprocessors"] or 1)
             values = sweep_input(cp.arange(tile * 4, dtype=cp.int64)).astype(cp.float32)
             partial = cp.full(blocks * BLOCK, np.nan, dtype=cp.float32)
         passes = 2000
