@@ -9,8 +9,8 @@ import traceback
 from typing import Callable
 
 from gpuroof import __version__
-from gpuroof.commands import (bench, check, compare, info, measure, merge, plot, predict, profile, report,
-                              run, show)
+from gpuroof.commands import (bench, check, compare, compile, info, measure, merge, plot, predict, profile,
+                              report, run, show)
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.defaults import RESULTS_ENV
 from gpuroof.output import emit_json, emitted, json_mode
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: The subcommands in the order `gpuroof --help` lists them, one module of gpuroof/commands/ each.
-COMMANDS = (info, measure, run, bench, plot, report, compare, check, merge, profile, predict, show)
+COMMANDS = (info, compile, measure, run, bench, plot, report, compare, check, merge, profile, predict, show)
 
 
 def build_parser() -> argparse.ArgumentParser:

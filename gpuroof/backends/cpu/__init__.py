@@ -240,7 +240,12 @@ class CpuBackend(Backend):
         for variant in ("rw", "ro"):
             for kernel in self._k.SHAPE.every_variant(variant):  # every shape a run may try
                 for fmas in (0, 1):  # two code paths in each kernel
-                    self.sweep_launch(buf, fmas, variant, buf.elements, kernel=kernel).run()
+                    launch = self.sweep_launch(buf, fmas, variant, buf.elements, kernel=kernel)
+                    launch.run()
+                    if launch.expected_sum is not None:  # and the XOR-folded read's reference
+                        launch.expected_sum()
+        if self._k.CHAIN_ASM is not None:
+            self._k.add_chain(1)  # the clock's add chain
         self.poison(buf, "rw", buf.elements)  # and the rw check, with the fill before it
         self.rw_error(buf, 1, buf.elements)
         buf.out[0] = np.nan  # and the second pass of a failed rw check
