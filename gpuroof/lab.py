@@ -285,6 +285,44 @@ def runs_html(c: Comparison, runs: list[Run], ids: list[str], cs: list[list[Conc
     return "".join(out)
 
 
+def models_html(lab: Lab, runs: list[Run], ids: list[str], page_dir: Path) -> str:
+    """Models x cards: every profile found below the lab's root predicted on every card of its kind
+    (gpuroof.predict: each op keeps its efficiency on the source), beside the time it was profiled at."""
+    from gpuroof.predict import find_profiles, models_by_cards
+
+    profiles, bad = find_profiles(lab.root)
+    if not profiles:
+        return ('<p class="muted">No model profiles below this directory: <code>gpuroof profile ... --out '
+                'DIR</code> inside it adds one, and its predicted time on every card appears here.</p>')
+    m = models_by_cards(profiles, runs)
+    cols = sorted(set(m["run"]))
+    header = ["model", "phase", "profiled on", "profiled"] + [ids[j] for j in cols]
+    body = []
+    for i, p in enumerate(profiles):
+        mine = m[m["profile"] == i].set_index("run")
+        rel = quote(Path(os.path.relpath((p.path / "profile.json").resolve(), page_dir.resolve())).as_posix())
+        row = [Markup(f'<a href="{esc(rel)}">{esc(p.name)}</a>'),
+               p.doc["totals"].get("phase") or "-", p.device_name, Cell(esc(si(p.profiled_time_s, "s", 3)), "nw")]
+        for j in cols:
+            if j not in mine.index:
+                row.append("-")
+                continue
+            r = mine.loc[j]
+            tag = ' <span class="tag">source device</span>' if r["source_device"] else ""
+            row.append(Cell(f"{esc(si(r['predicted_time_s'], 's', 3))}"
+                            f'<span class="share">{r["speedup"]:.2f}x{tag}</span>', "nw"))
+        body.append(row)
+    names = "; ".join(f"{ids[j]} {esc(runs[j].device_name)}" for j in cols)
+    out = [f"<p>Each profile's whole-model time per repetition predicted on every card's measured roofline "
+           f"(<code>gpuroof predict</code>: each op keeps the efficiency it had where it was profiled; what has "
+           f"no roofline time is carried over as measured), with its speed-up over the profiled time. Columns: "
+           f"{names}.</p>", table(header, body, cls="models")]
+    if bad:
+        items = "".join(f"<li><code>{esc(path)}</code>: {esc(why)}</li>" for path, why in bad)
+        out.append(f"<h3>Profiles not read</h3><ul>{items}</ul>")
+    return "".join(out)
+
+
 def render_lab(root: str | Path, page_dir: Path | None = None, threshold: float = SICK_THRESHOLD) -> str:
     """The lab page as one string: styles inline, figures as PNG data URIs, no script, no network."""
     from gpuroof.plots.compare import ceilings_figure, over_time_figure, rooflines_figure
@@ -325,6 +363,7 @@ def render_lab(root: str | Path, page_dir: Path | None = None, threshold: float 
     else:
         parts.append(f'<p class="muted">No ceilings-over-time figure: no host\'s runs span a day '
                      f"({esc(span)}); it is drawn once they do.</p>")
+    parts += ["<h2 id='models'>Models x cards</h2>", models_html(lab, runs, ids, page_dir)]
     parts += ["<h2 id='runs'>Every run</h2>", runs_html(c, runs, ids, cs, lab, page_dir)]
     parts.append("<h2 id='provenance'>Made with</h2><pre>"
                  + esc(f"gpuroof report {shlex.quote(str(lab.root))}") + "</pre>")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from gpuroof.errors import UsageError
-from gpuroof.results import Run, atomic_write_csv, load_run, read_json, slug
+from gpuroof.results import Run, atomic_write_bytes, atomic_write_csv, load_run, read_json, slug
 from gpuroof.roofline import Roofline, known
 
 MODEL = ("per op: predicted = measured_src * roof_tgt / roof_src, roof = max(FLOPs / compute ceiling of the "
@@ -112,11 +112,11 @@ def load_profile(path: str | Path) -> Profile:
     if missing:
         raise UsageError(f"{f}: field ops: no {', '.join(missing)} (a profile's op rows have name, flops, "
                          "bytes, time_s, bound, roof_unit)")
-    for c in ("flops", "bytes", "time_s"):
-        bad = ~ops[c].map(lambda v: v is None or _number(v))
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UsageError(f"{f}: field ops[{i}].{c}={ops[c].iloc[i]!r}: a number or null")
+    for i, op in enumerate(doc["ops"]):  # the JSON's own values: pandas reads a null among numbers as NaN
+        for c in ("flops", "bytes", "time_s"):
+            v = op.get(c) if isinstance(op, dict) else op
+            if not (v is None or _number(v)):
+                raise UsageError(f"{f}: field ops[{i}].{c}={v!r}: a number or null")
     ops[["flops", "bytes", "time_s"]] = ops[["flops", "bytes", "time_s"]].astype(float)
     for c in ("op", "module", "phase", "dtype", "unit", "roof_unit", "cache_level"):
         if c not in ops.columns:
@@ -254,20 +254,28 @@ class Prediction:
     profile: Profile
     targets: list[tuple[Run, pd.DataFrame, dict]]
 
-    def write(self, out: str | Path | None = None) -> list[Path]:
-        """predict-<target>.csv beside the profile (or in `out`), one per target, written atomically."""
+    def write(self, out: str | Path | None = None) -> list[dict[str, Path]]:
+        """Per target, beside the profile (or in `out`), each written atomically: predict-<target>.csv
+        (one row per op) and predict-<target>.png (plots.predict: the ops measured on the source's
+        roofline, arrows to their predictions on the target's). One {"csv", "figure"} per target."""
+        from gpuroof.plots.common import render
+        from gpuroof.plots.predict import prediction_figure
+
         where = Path(out) if out is not None else self.profile.path
         files = []
         for run, rows, _ in self.targets:
-            f = where / f"predict-{target_slug(run)}.csv"
+            stem = where / f"predict-{target_slug(run)}"
+            drawn = prediction_figure(self.profile.roof, run.ceilings, rows, model=self.profile.name,
+                                      source_name=self.profile.device_name, target_name=run.device_name)
             try:
-                atomic_write_csv(f, rows)
+                atomic_write_csv(stem.with_suffix(".csv"), rows)
+                atomic_write_bytes(stem.with_suffix(".png"), render(drawn, "png"))
             except OSError as e:
-                raise UsageError(f"{where}: cannot write {f.name} ({e.strerror or e})") from None
-            files.append(f)
+                raise UsageError(f"{where}: cannot write {stem.name} ({e.strerror or e})") from None
+            files.append({"csv": stem.with_suffix(".csv"), "figure": stem.with_suffix(".png")})
         return files
 
-    def to_json(self, files: list[Path] | None = None) -> dict:
+    def to_json(self, files: list[dict[str, Path]] | None = None) -> dict:
         p = self.profile
         src = {"device": p.doc["device"], "ceilings": p.doc["ceilings"],
                "ceilings_source": p.doc.get("ceilings_source"), "profiled_time_s": p.profiled_time_s,
@@ -277,7 +285,8 @@ class Prediction:
         for i, (run, rows, whole) in enumerate(self.targets):
             targets.append({"run_dir": str(run.path), "device": run.device_name, "backend": run.backend,
                             "quality": run.quality.get("ok"), "ceilings": run.ceilings.to_dict(), **whole,
-                            "csv": str(files[i]) if files else None, "ops": rows.to_dict("records")})
+                            "csv": str(files[i]["csv"]) if files else None,
+                            "figure": str(files[i]["figure"]) if files else None, "ops": rows.to_dict("records")})
         return {"profile": str(p.path), "model": p.name, "phase": p.doc["totals"].get("phase"),
                 "model_used": MODEL, "source": src, "targets": targets}
 
@@ -295,3 +304,33 @@ def predict(profile: str | Path | Profile, on: list[str | Path] | tuple[str | Pa
         rows = predict_ops(prof.ops, prof.roof, run.ceilings)
         out.append((run, rows, whole_model(rows, prof.profiled_time_s)))
     return Prediction(profile=prof, targets=out)
+
+
+def find_profiles(root: str | Path) -> tuple[list[Profile], list[tuple[Path, str]]]:
+    """Every profile below `root` (a directory holding profile.json), by path; and those that could
+    not be read, each with why."""
+    found, bad = [], []
+    for f in sorted(Path(root).rglob("profile.json")):
+        try:
+            found.append(load_profile(f.parent))
+        except UsageError as e:
+            bad.append((f.parent, str(e)))
+    return found, bad
+
+
+def models_by_cards(profiles: list[Profile], runs: list[Run]) -> pd.DataFrame:
+    """One row per (profile, run of the profile's kind with a DRAM ceiling): the whole model's
+    predicted time per repetition on that run's roofline, its speed-up over the profiled time, and
+    whether the run is of the device the profile was taken on (`source_device`)."""
+    rows = []
+    for i, p in enumerate(profiles):
+        for j, run in enumerate(runs):
+            if run.backend != p.kind or run.ceilings is None or "dram" not in run.ceilings.bandwidth:
+                continue
+            whole = whole_model(predict_ops(p.ops, p.roof, run.ceilings), p.profiled_time_s)
+            rows.append({"profile": i, "run": j, "model": p.name, "phase": p.doc["totals"].get("phase"),
+                         "profiled_on": p.device_name, "profiled_time_s": p.profiled_time_s,
+                         "device": run.device_name, "predicted_time_s": whole["predicted_time_s"],
+                         "speedup": whole["speedup"], "source_device": run.device_name == p.device_name})
+    return pd.DataFrame(rows, columns=["profile", "run", "model", "phase", "profiled_on", "profiled_time_s",
+                                       "device", "predicted_time_s", "speedup", "source_device"])

@@ -229,3 +229,28 @@ def test_report_on_a_bad_directory_is_one_line_and_exit_2(case, needle, tmp_path
 def test_lab_reads_what_compare_reads(lab_dir):
     """The lab page and `compare DIR` see the same cards (compare also takes a workload-only run)."""
     assert {r.path for r in labmod.find_lab(lab_dir).cards} == {r.path for r in load_runs([lab_dir])}
+
+
+PROFILE = ROOT / "results/amd-epyc-family-25-model-1-avx2-2-cores/20261203T103839Z/profile/gpt2-decode"
+
+
+@needs_runs
+@pytest.mark.skipif(not (PROFILE / "profile.json").is_file(), reason="results/ holds no gpt2-decode profile")
+def test_lab_predicts_each_profile_on_every_card_of_its_kind(tmp_path):
+    """Models x cards: a profile found below the lab's root gets, per CPU card, the whole-model time
+    `gpuroof predict` gives on that card's roofline; a card of another kind (the H100 fixture) gets none."""
+    from gpuroof.predict import predict
+    from gpuroof.units import si
+
+    root = make_lab(tmp_path / "lab", slow=False)
+    shutil.copytree(PROFILE, root / "profiles" / "gpt2-decode")
+    html = labmod.render_lab(root)
+    models = _text(_section(html, "models"))
+    assert "gpt2-decode" in models and "Profiles not read" not in models
+    cards = labmod.find_lab(root).cards
+    cpu = [r for r in cards if r.backend == "cpu"]
+    want = predict(root / "profiles" / "gpt2-decode", [r.path for r in cpu]).to_json()["targets"]
+    for t in want:
+        assert f"{si(t['predicted_time_s'], 's', 3)} {t['speedup']:.2f}x" in models
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", _section(html, "models"))
+    assert header[4:] == [f"#{i + 1}" for i, r in enumerate(cards) if r.backend == "cpu"]  # none for the GPU

@@ -14,6 +14,7 @@ import pytest
 from gpuroof import api, cli
 from gpuroof.backends.cpu.device import cpu_device_name, logical_cpus
 from gpuroof.predict import NOTHING_TO_PLACE, NOT_PLACED, load_profile, predict_ops, whole_model
+from gpuroof.errors import UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION
 from gpuroof.roofline import Roofline
 
@@ -44,7 +45,7 @@ OPS = [
 
 
 def _profile_doc(ops=OPS, ceilings=SRC, kind="cpu") -> dict:
-    op_time = sum(o["time_s"] for o in ops)
+    op_time = sum(o["time_s"] or 0.0 for o in ops)
     return {"model": "synthetic", "device": {"type": kind, "index": 0, "name": "Source CPU (avx2, 2 cores)"},
             "ceilings": ceilings, "ceilings_source": "/nowhere/source-run",
             "totals": {"phase": "forward", "profiled_time_s": op_time + HOST_S, "time_s": op_time},
@@ -339,3 +340,44 @@ def test_profile_end_to_end_with_one_thread_is_another_device_than_the_run(tiny_
                    "--threads", "1", "--ceilings", str(cpu_run.path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--ceilings" in err[0] and "1 cores" in err[0], err
+
+
+def test_the_figure_has_an_arrow_from_each_measured_op_to_its_prediction():
+    """plots.predict: one arrow per drawn op, from FLOPs / measured time on the source to FLOPs /
+    predicted time on the target, at the op's intensity; ops without FLOPs or bytes are not drawn."""
+    from gpuroof.plots.predict import prediction_figure
+
+    src, tgt = Roofline.from_dict(SRC), Roofline.from_dict(TGT)
+    rows = predict_ops(pd.DataFrame(OPS), src, tgt)
+    drawn = prediction_figure(src, tgt, rows, model="synthetic", source_name="S", target_name="T")
+    arrows = [a for a in drawn.fig.axes[0].texts if getattr(a, "arrow_patch", None) is not None]
+    want = rows[~rows["carried_over"] & (rows["flops"] > 0) & (rows["bytes"] > 0)]
+    assert len(arrows) == len(want) == 4  # add, mm, mul, gelu; not the view, the bmm nor the copy
+    got = sorted((a.xyann[0], a.xyann[1], a.xy[1]) for a in arrows)
+    exp = sorted((r.flops / r.bytes, r.flops / r.measured_time_s, r.flops / r.predicted_time_s)
+                 for r in want.itertuples())
+    assert [v for t in got for v in t] == pytest.approx([v for t in exp for v in t])
+    mm = next(a for a in arrows if a.xy[0] == pytest.approx(2e10 / 1e7))
+    assert mm.xy[1] > mm.xyann[1]  # the matrix op points up: the target's matrix roof is 4x higher
+
+
+def test_cli_writes_the_figure_beside_the_csv(tmp_path, capsys):
+    prof = _write_profile(tmp_path / "prof")
+    assert cli.main(["predict", str(prof), "--on", str(_write_run(tmp_path / "a"))]) == 0
+    out = capsys.readouterr().out
+    (png,) = prof.glob("predict-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figure: {png}" in out
+    assert png.with_suffix(".csv").is_file()
+
+
+def test_an_op_without_a_time_loads_and_a_time_that_is_not_a_number_is_refused(tmp_path):
+    """An op the profiler could not time has time_s null (a profile of BERT has one): it is carried
+    over, not a reason to refuse the profile; a string where a number belongs is refused in one line."""
+    ops = OPS + [_op("aten::where #7", 1e6, 1e6, None, None)]
+    prof = load_profile(_write_profile(tmp_path / "ok", _profile_doc(ops)))
+    rows = predict_ops(prof.ops, prof.roof, Roofline.from_dict(TGT))
+    assert bool(rows.iloc[-1]["carried_over"]) and rows.iloc[-1]["note"] == NOT_PLACED
+    bad = [dict(o) for o in OPS]
+    bad[2]["bytes"] = "lots"
+    with pytest.raises(UsageError, match=r"field ops\[2\]\.bytes='lots': a number or null"):
+        load_profile(_write_profile(tmp_path / "bad", _profile_doc(bad)))

@@ -57,6 +57,8 @@ def _text(doc: dict, top: int) -> str:
         lines += [f"  top {min(top, len(ops))} ops by predicted time:", *("  " + t for t in text_table(rows))]
         if tgt.get("csv"):
             lines.append(f"  per op: {tgt['csv']}")
+        if tgt.get("figure"):
+            lines.append(f"  figure: {tgt['figure']}")
     return "\n".join(lines)
 
 
