@@ -170,13 +170,26 @@ def chains(code: list[str], op: re.Pattern) -> int:
     return len({VREG.findall(l)[-1] for l in code if op.search(l) and VREG.findall(l)})
 
 
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every target's kernels compiled, each in a process of its own (the code generator's target is
+    fixed per process), as many at once as there are CPUs: numba compiles on one thread, and nothing
+    here is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        cpu, features, _ = TARGETS[name]
+        env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features,
+               "NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp("numba-cache"))}
+        return name, subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True,
+                                    cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(TARGETS), os.cpu_count() or 1))) as pool:
+        return dict(pool.map(one, sorted(TARGETS)))
+
+
 @pytest.fixture(scope="module", params=sorted(TARGETS))
-def target(request, tmp_path_factory):
-    cpu, features, _ = TARGETS[request.param]
-    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features,
-           "NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp("numba-cache"))}
-    r = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parent.parent, timeout=600)
+def target(request, compiled):
+    r = compiled[request.param]
     assert r.returncode == 0, r.stderr[-2000:]
     return request.param, json.loads(r.stdout)
 
