@@ -61,11 +61,12 @@ def test_exit_code_is_the_first_failure():
 
 
 def test_one_real_child_on_the_cpu_backend_records_its_mask(tmp_path, monkeypatch):
-    """A real `python -m gpuroof measure` child (cpu, quick, float32) pinned by the fan-out."""
+    """A real `python -m gpuroof measure` child (cpu, quick, float32, the DRAM sweep alone: what is
+    checked is the child's mask and run, not its ceilings) pinned by the fan-out."""
     monkeypatch.chdir(ROOT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    kids = plan(["measure", "--backend", "cpu", "--quick", "--dtype", "float32", "--device", "all",
-                 "--out", str(tmp_path / "node")], 1, env={}, python=sys.executable)
+    kids = plan(["measure", "--backend", "cpu", "--quick", "--dtype", "float32", "--levels", "dram", "--no-matrix",
+                 "--device", "all", "--out", str(tmp_path / "node")], 1, env={}, python=sys.executable)
     results = run_children(kids, env=env)
     assert exit_code(results) == 0, results
     meta = json.loads((tmp_path / "node" / "gpu0" / "run.json").read_text())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -519,7 +518,9 @@ def test_make_figures_refuses_unsupported_format(syn_run, tmp_path):
 
 
 def test_make_figures_on_a_real_cpu_run(cpu_run, tmp_path):
-    """End to end on what `gpuroof measure --backend cpu --quick` wrote: figures exist and are sane."""
+    """End to end on what `gpuroof measure --backend cpu --quick` wrote (the session's one real
+    measurement, tests/conftest.py): figures exist and are sane."""
+    cpu_run = cpu_run.path
     written = plots.make_figures(cpu_run, formats=("png",), out_dir=tmp_path)
     expected = {"roofline", "sweep", "telemetry"} | ({"hierarchy"} if (cpu_run / "hierarchy.csv").exists() else set())
     assert set(written) == expected
@@ -530,25 +531,6 @@ def test_make_figures_on_a_real_cpu_run(cpu_run, tmp_path):
     lines = _lines(d.fig.axes[0])
     for unit, peak in meta["ceilings"]["compute"].items():
         assert lines[f"ridge:{unit}"].get_xdata()[0] == pytest.approx(meta["ridge_points"][unit], rel=1e-12)
-
-
-@pytest.fixture(scope="session")
-def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return real_cpu_run(tmp_path_factory)
-
-
-def real_cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One quick float32 CPU measurement per session, shared by every test module that asks for it."""
-    path = tmp_path_factory.getbasetemp() / "gpuroof-cpu-run"
-    if not (path / "run.json").exists() or json.loads((path / "run.json").read_text())["status"] != "complete":
-        from gpuroof.measure import measure
-
-        shutil.rmtree(path, ignore_errors=True)  # a partial run from an interrupted session
-
-        # float32, two levels, no GEMM sweep: about 6 s on 2 cores, and still every table the figures read
-        measure(backend_name="cpu", dtypes=["float32"], quick=True, out=str(path), progress=False,
-                levels="l2,dram", matrix=False)
-    return path
 
 
 def test_datacenter_experiment_builds_six_production_cases(monkeypatch):

@@ -17,7 +17,7 @@ import numpy as np
 from gpuroof.backends.base import ITEMSIZE
 from gpuroof.errors import UsageError
 from gpuroof.workloads.base import (Prepared, Traffic, Workload, check_dtype, check_impl,
-                                    check_positive, quantize, to_storage, tolerance)
+                                    check_positive, to_float64, to_storage, tolerance)
 
 IMPLS = ("numba-nt", "numba", "cupy")
 
@@ -65,10 +65,17 @@ def tol(p: StreamParams) -> float:
 
 
 def inputs(p: StreamParams, rng: np.random.Generator) -> dict:
-    # Generated in blocks of float32 and rounded: hundreds of MiB of float64 randoms cost seconds.
-    b = rng.random(p.elements, dtype=np.float32).astype(np.float64) * 2 - 1
-    c = rng.random(p.elements, dtype=np.float32).astype(np.float64) * 2 - 1
-    return {"b": quantize(b, p.dtype), "c": quantize(c, p.dtype)}
+    """b and c in the dtype's storage form, drawn as float32 and scaled in place: every value of the
+    stream dtypes is a float32, and the arrays are 8x the last-level cache, so each float64 copy or
+    temporary would be gigabytes of pages touched for nothing. The runners copy them as they are;
+    the reference reads its samples as float64."""
+    out = {}
+    for name in ("b", "c"):
+        v = rng.random(p.elements, dtype=np.float32)
+        v *= 2  # exact, as is the - 1 (multiples of 2^-23 in [-1, 1))
+        v -= 1
+        out[name] = to_storage(v, p.dtype)
+    return out
 
 
 def _sample(n: int) -> np.ndarray | slice:
@@ -79,18 +86,17 @@ def _sample(n: int) -> np.ndarray | slice:
 
 def reference(p: StreamParams, x: dict) -> tuple:
     idx = _sample(p.elements)
-    return (idx,), x["b"][idx] + Q * x["c"][idx]
+    return (idx,), to_float64(x["b"][idx], p.dtype) + Q * to_float64(x["c"][idx], p.dtype)
 
 
 def device_bytes(p: StreamParams) -> int:
     return traffic(p).total
 
 
-def _cpu_arrays(p: StreamParams, x: dict) -> tuple:
-    from gpuroof.backends.cpu.device import aligned_empty
-    from gpuroof.workloads import _cpu_kernels as k
-
-    a, b, c = (aligned_empty(p.elements, p.dtype, k.NT_BYTES) for _ in range(3))
+def _cpu_arrays(backend, p: StreamParams, x: dict) -> tuple:
+    """a, b, c from the backend's page pool (page-aligned, so on the non-temporal stores' vector
+    boundary): the sweep's pages, touched once per process, not gigabytes faulted in per case."""
+    a, b, c = (backend.empty(p.elements, p.dtype) for _ in range(3))
     b[:], c[:] = to_storage(x["b"], p.dtype), to_storage(x["c"], p.dtype)
     a[:] = np.nan
     return a, b, c, b.dtype.type(Q)
@@ -99,7 +105,7 @@ def _cpu_arrays(p: StreamParams, x: dict) -> tuple:
 def _cpu_numba(backend, p: StreamParams, x: dict) -> Prepared:
     from gpuroof.workloads import _cpu_kernels as k
 
-    a, b, c, q = _cpu_arrays(p, x)
+    a, b, c, q = _cpu_arrays(backend, p, x)
 
     def run() -> None:
         k.triad(a, b, c, q)
@@ -109,7 +115,7 @@ def _cpu_numba(backend, p: StreamParams, x: dict) -> Prepared:
 def _cpu_numba_nt(backend, p: StreamParams, x: dict) -> Prepared:
     from gpuroof.workloads import _cpu_kernels as k
 
-    a, b, c, q = _cpu_arrays(p, x)
+    a, b, c, q = _cpu_arrays(backend, p, x)
     threads = getattr(backend, "threads", 1)
 
     def run() -> None:

@@ -277,6 +277,11 @@ class CpuBackend(Backend):
         """One parallel pass (backends/cpu/buffers.py) instead of the generic chunked copies."""
         return self._buffers.rw_error(buf.x, buf.out, elements, fmas, self.threads)
 
+    def empty(self, n: int, dtype) -> np.ndarray:
+        """A page-aligned array of `n` elements from the run's page pool (device.PagePool): memory a
+        finished buffer left, whose pages are already touched, when there is some."""
+        return self._pool.empty(n, dtype)
+
     def telemetry_source(self) -> Callable[[], dict]:
         return CpuTelemetry()
 
