@@ -93,7 +93,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
-def _failure_rows(samples: pd.DataFrame) -> pd.Series:
+def failure_rows(samples: pd.DataFrame) -> pd.Series:
     """Which rows record a failure (`failed_unit`): a non-empty `error` (runs before the `failed`
     column have only that), or `failed` True."""
     mask = pd.Series(False, index=samples.index)
@@ -108,7 +108,7 @@ def failed_units(samples: pd.DataFrame) -> dict[str, str]:
     """unit -> reason, for every unit recorded by `failed_unit`."""
     if samples.empty:
         return {}
-    bad = samples[_failure_rows(samples)]
+    bad = samples[failure_rows(samples)]
     return {str(r.unit): str(r.error) for r in bad.itertuples()}
 
 
@@ -118,7 +118,7 @@ def unit_failures(samples: pd.DataFrame) -> dict[str, dict]:
     not stand on."""
     if samples.empty:
         return {}
-    fail = _failure_rows(samples)
+    fail = failure_rows(samples)
     ok = samples[~fail & samples["valid"].astype(bool)]
     out = {}
     for r in samples[fail].itertuples():

@@ -23,7 +23,7 @@ from gpuroof.backends.base import MIN_TIME_SHARE, NOISE_TARGET, Backend, relativ
 from gpuroof.errors import MeasurementError, UsageError
 from gpuroof.results import KIND, SCHEMA_VERSION, make_run_dir, write_run
 from gpuroof.hierarchy import LEVELS, hierarchy_sweep, level_ceilings, parse_levels, summarize_hierarchy
-from gpuroof.matrix import failed_units, matrix_ceilings, matrix_plateaus, matrix_sweep
+from gpuroof.matrix import failed_units, failure_rows, matrix_ceilings, matrix_plateaus, matrix_sweep
 from gpuroof.roofline import Roofline, known
 from gpuroof.quality import ABOVE_THEORETICAL, FIT_LIMIT, Activity, assess, platform_state
 from gpuroof.sweep import (CEILING_STATISTIC, CONVENTIONS, RETIME_DEVIATION, RETIME_MAX, SweepSettings,
@@ -375,6 +375,8 @@ def disturbed_summary(tables: dict[str, pd.DataFrame], retries: int, ceilings: l
     counts = {}
     for name in ("points", "hierarchy", "matrix"):
         df = tables.get(name)
+        if name == "matrix" and df is not None and len(df):
+            df = df[~failure_rows(df)]  # a unit's failed size is a failure, not a point timed
         if df is not None and "disturbed" in df.columns and len(df):
             keys = {"points": ["dtype", "variant", "fmas_per_element"], "hierarchy": ["working_set_bytes"],
                     "matrix": ["unit", "n"]}[name]

@@ -293,6 +293,9 @@ def test_a_unit_failing_after_valid_sizes_keeps_their_ceiling_and_names_the_fail
     [(severity, text)] = failure_warnings(failed_units(back), ceilings, back)
     assert severity == "warn" and "has no ceiling" not in text
     assert "failed at n=128" in text and "n=32, 64" in text and reason in text
+    from gpuroof.measure import disturbed_summary
+    counts = disturbed_summary({"matrix": samples}, 2, [])["by_sweep"]["matrix"]
+    assert counts["points"] == 2  # n = 32 and 64 were timed; the failed n = 128 is not a point
 
 
 def test_a_unit_failing_at_its_first_size_has_no_ceiling_and_says_so():
