@@ -124,5 +124,25 @@ def test_importing_cuda_backend_does_not_import_cupy():
     assert result.returncode == 0, result.stderr
 
 
-def test_cuda_backend_availability_is_a_plain_bool():
-    assert cuda.CudaBackend.available() in (True, False)
+def test_cuda_backend_is_available_exactly_where_the_driver_lists_a_gpu():
+    """Checked against the driver's own tool: available and a device counted where `nvidia-smi -L`
+    lists a GPU and CuPy is installed, neither anywhere else (this machine without a GPU included)."""
+    import importlib.util
+
+    smi = shutil.which("nvidia-smi")
+    listed = bool(smi) and subprocess.run([smi, "-L"], capture_output=True, text=True,
+                                          timeout=60).stdout.lstrip().startswith("GPU ")
+    usable = listed and importlib.util.find_spec("cupy") is not None
+    assert cuda.CudaBackend.available() is usable
+    assert (cuda.CudaBackend.device_count() > 0) is usable
+
+
+def test_cuda_backend_without_cupy_is_unavailable_not_an_error(monkeypatch):
+    """A machine without CuPy (or whose CuPy cannot load its CUDA libraries) has no CUDA backend:
+    `available()` is False and no device is counted, where the import raises."""
+    import gpuroof.backends.cuda as cuda_pkg
+
+    def broken():
+        raise ImportError("libcudart.so.13: cannot open shared object file")
+    monkeypatch.setattr(cuda_pkg, "import_cupy", broken)
+    assert cuda.CudaBackend.available() is False and cuda.CudaBackend.device_count() == 0
