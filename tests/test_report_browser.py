@@ -25,9 +25,9 @@ import pytest
 from gpuroof.report import write_report
 
 try:
-    from test_plots import make_synthetic_run, real_cpu_run
+    from test_plots import make_synthetic_run
 except ImportError:  # tests/ imported as a package
-    from tests.test_plots import make_synthetic_run, real_cpu_run
+    from tests.test_plots import make_synthetic_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -208,8 +208,9 @@ def browser():
 
 @needs_browser
 @pytest.mark.parametrize("kind", ["synthetic-gpu", "real-cpu"])
-def test_report_renders_in_headless_chromium(kind, browser, tmp_path, tmp_path_factory):
-    run = make_synthetic_run(tmp_path / "run") if kind == "synthetic-gpu" else real_cpu_run(tmp_path_factory)
+def test_report_renders_in_headless_chromium(kind, browser, tmp_path, request):
+    # the real run is the session's one measurement (tests/conftest.py), made only when asked for
+    run = make_synthetic_run(tmp_path / "run") if kind == "synthetic-gpu" else request.getfixturevalue("cpu_run").path
     page = write_report(run, tmp_path / "report.html")
     shot = tmp_path / f"report-{kind}.png"
     got = load_in_browser(browser, page, shot)
