@@ -1,25 +1,32 @@
-"""One machine as two devices: profile models on 1 and 2 threads, predict each from the other, compare.
+"""One machine as two devices: profile models on each, predict each from the other, compare.
 
-    python experiments/predict_cross_device.py --out /tmp/xdev                      # measures both runs
+    python experiments/predict_cross_device.py --out /tmp/xdev                      # 1 and 2 threads
     python experiments/predict_cross_device.py --run 1=RUN_DIR --run 2=RUN_DIR --out /tmp/xdev
+    python experiments/predict_cross_device.py --pair isa --out /tmp/xisa          # native vs AVX2
 
-Each thread count N is a device of its own (`gpuroof measure --backend cpu --quick --threads N`, unless
-`--run N=DIR` gives its run). Every model is profiled on each device with the matching `--threads`
-(torch and the BLAS on N threads, placed on that device's roofline), then `gpuroof predict` carries the
-profile of one device to the other's roofline, and the prediction is compared with the profile measured
-there: whole-model time per repetition (the profiles' `totals.profiled_time_s`) and, per op predicted
-(matched by the op's name and index in the recorded op sequence), the relative error
-|predicted - measured| / measured: its median, 90th percentile and time-weighted median (each op
-weighted by its measured time on the target). Models: GPT-2 small reading a 128-token prompt (random
-weights from its config, nothing downloaded) and the MLP of experiments/profile_models.py.
-Prints one table and writes it to OUT/predict_cross_device.csv.
+`--pair threads` (default): each thread count N is a device of its own (`gpuroof measure --backend cpu
+--quick --threads N`, unless `--run N=DIR` gives its run), and every model is profiled with the
+matching `--threads` (torch and the BLAS on N threads). `--pair isa`, on an AVX-512 machine: the
+native code and AVX2 code forced are the two devices, on every core: the roofline's numba kernels
+held to AVX2 (NUMBA_CPU_FEATURES with every avx512 feature off, a numba cache of their own), the
+BLAS too (OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS), and torch's kernels for the profile
+(ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2); `--run native=DIR --run avx2=DIR` gives runs.
+Then `gpuroof predict` carries the profile of one device to the other's roofline, and the prediction
+is compared with the profile measured there: whole-model time per repetition (the profiles'
+`totals.profiled_time_s`) and, per op predicted (matched by the op's name and index in the recorded
+op sequence), the relative error |predicted - measured| / measured: its median, 90th percentile and
+time-weighted median (each op weighted by its measured time on the target). Models: GPT-2 small
+reading a 128-token prompt (random weights from its config, nothing downloaded) and the MLP of
+experiments/profile_models.py. Prints one table and writes it to OUT/predict_cross_device.csv.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,28 +39,59 @@ HERE = Path(__file__).resolve().parent
 MODELS = HERE / "profile_models.py"
 
 
-def _gpuroof(*argv: str) -> dict:
+@dataclass(frozen=True)
+class Device:
+    """One of the two devices: its label, the thread count it runs on (None: every core) and the
+    environment its processes get."""
+
+    label: str
+    threads: int | None = None
+    env: dict = field(default_factory=dict)
+
+    @property
+    def threads_args(self) -> list[str]:
+        return ["--threads", str(self.threads)] if self.threads else []
+
+
+def devices(pair: str, threads: str, out: Path) -> list[Device]:
+    if pair == "threads":
+        counts = [int(n) for n in threads.split(",")]
+        if len(counts) != 2:
+            sys.exit("--threads: two thread counts, e.g. 1,2")
+        return [Device(f"{n}t", n) for n in counts]
+    sys.path.insert(0, str(HERE))
+    from bench_cpu_likwid import AVX512_OFF, BLAS_ENV, features_without
+
+    if "avx512f" not in features_without(()):
+        sys.exit("--pair isa: this CPU has no AVX-512, so there is no AVX2 code to force beside its own")
+    avx2 = {"NUMBA_CPU_FEATURES": features_without(AVX512_OFF), "NUMBA_CACHE_DIR": str(out / "numba-cache-avx2"),
+            **BLAS_ENV["avx2"], "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    return [Device("native"), Device("avx2", env=avx2)]
+
+
+def _gpuroof(*argv: str, env: dict | None = None) -> dict:
     """`gpuroof ARGV --json` in a process of its own (as a user runs it): its document."""
-    proc = subprocess.run([sys.executable, "-m", "gpuroof", *argv, "--json"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "gpuroof", *argv, "--json"], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         sys.exit(f"gpuroof {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout)
 
 
-def measure(threads: int, out: Path) -> Path:
-    run = out / f"run-t{threads}"
-    print(f"measuring {threads} thread(s) -> {run}", file=sys.stderr)
-    doc = _gpuroof("measure", "--backend", "cpu", "--quick", "--threads", str(threads), "--out", str(run))
+def measure(dev: Device, out: Path) -> Path:
+    run = out / f"run-{dev.label}"
+    print(f"measuring {dev.label} -> {run}", file=sys.stderr)
+    doc = _gpuroof("measure", "--backend", "cpu", "--quick", *dev.threads_args, "--out", str(run), env=dev.env)
     return Path(doc.get("run_dir", run))
 
 
-def profile(spec: str, threads: int, run: Path, reps: int, out: Path) -> Path:
+def profile(spec: str, dev: Device, run: Path, reps: int, out: Path) -> Path:
     func, _, batch = spec.partition(":")
-    where = out / f"profile-{func}{'-b' + batch if batch else ''}-t{threads}"
-    print(f"profiling {spec} on {threads} thread(s) -> {where}", file=sys.stderr)
+    where = out / f"profile-{func}{'-b' + batch if batch else ''}-{dev.label}"
+    print(f"profiling {spec} on {dev.label} -> {where}", file=sys.stderr)
     _gpuroof("profile", "--model", f"{MODELS}:{func}", *(["--batch", batch] if batch else []), "--device", "cpu",
-             "--threads", str(threads), "--ceilings", str(run), "--reps", str(reps), "--out", str(where),
-             "--format", "png")
+             *dev.threads_args, "--ceilings", str(run), "--reps", str(reps), "--out", str(where),
+             "--format", "png", env=dev.env)
     return where
 
 
@@ -91,26 +129,27 @@ def compare(src_profile: Path, tgt_profile: Path, tgt_run: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder of the runs, profiles and the table")
-    p.add_argument("--run", action="append", default=[], metavar="N=RUN_DIR",
-                   help="an existing run of N threads (else it is measured with measure --quick --threads N)")
-    p.add_argument("--threads", default="1,2", help="the two thread counts (default 1,2)")
+    p.add_argument("--run", action="append", default=[], metavar="LABEL=RUN_DIR",
+                   help="an existing run of a device (1=DIR for 1 thread; native=DIR, avx2=DIR); else it is "
+                        "measured with measure --quick")
+    p.add_argument("--pair", choices=("threads", "isa"), default="threads",
+                   help="the two devices: two thread counts (default) or native vs AVX2 code")
+    p.add_argument("--threads", default="1,2", help="--pair threads: the two thread counts (default 1,2)")
     p.add_argument("--models", default="gpt2_prefill,mlp:1,mlp:256",
                    help="FUNCTION[:BATCH] of experiments/profile_models.py, comma-separated")
     p.add_argument("--reps", type=int, default=5, help="profiled repetitions per model and device")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    counts = [int(n) for n in a.threads.split(",")]
-    if len(counts) != 2:
-        sys.exit("--threads: two thread counts, e.g. 1,2")
-    given = {int(k): Path(v) for k, _, v in (r.partition("=") for r in a.run)}
-    runs = {n: given.get(n) or measure(n, out) for n in counts}
+    devs = devices(a.pair, a.threads, out)
+    given = {k if a.pair == "isa" else f"{k}t": Path(v) for k, _, v in (r.partition("=") for r in a.run)}
+    runs = {d.label: given.get(d.label) or measure(d, out) for d in devs}
     rows = []
     for spec in a.models.split(","):
-        profiles = {n: profile(spec, n, runs[n], a.reps, out) for n in counts}
-        for src, tgt in (counts, counts[::-1]):
+        profiles = {d.label: profile(spec, d, runs[d.label], a.reps, out) for d in devs}
+        for src, tgt in ((devs[0].label, devs[1].label), (devs[1].label, devs[0].label)):
             r = compare(profiles[src], profiles[tgt], runs[tgt])
-            rows.append({"model": spec, "direction": f"{src}t -> {tgt}t", **r})
+            rows.append({"model": spec, "direction": f"{src} -> {tgt}", **r})
     table = pd.DataFrame(rows)
     table.to_csv(out / "predict_cross_device.csv", index=False)
     lines = [("model", "direction", "source", "predicted", "measured", "error", "roofline", "carried",
@@ -122,7 +161,7 @@ def main() -> None:
                       f"{r['op_median']:.1%}", f"{r['op_p90']:.1%}", f"{r['op_time_weighted_median']:.1%}",
                       f"{r['src_quality']}/{r['tgt_quality']}"))
     print("\n".join(text_table(lines)))
-    print(f"runs: {', '.join(f'{n} thread(s) {runs[n]}' for n in counts)}; table: {out / 'predict_cross_device.csv'}")
+    print(f"runs: {', '.join(f'{k} {v}' for k, v in runs.items())}; table: {out / 'predict_cross_device.csv'}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ changing side, carried over), the whole model per repetition, the CLI's document
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -263,6 +264,40 @@ def test_a_one_thread_device_is_named_apart_from_the_two_thread_one():
     # two threads on one core (SMT siblings), chosen with --threads, are another device than one thread
     assert cpu_device_name({**facts, "cores_used": 1, "threads_chosen": 2}).endswith("1 cores, 2 threads)")
     assert cpu_device_name({**facts, "cores_used": 2, "threads_chosen": 2}) == two
+
+
+def test_avx2_code_on_an_avx512_core_is_another_device():
+    """NUMBA_CPU_FEATURES holding the kernels to AVX2 on an AVX-512 core makes another roofline: its
+    name says so; the CPU's own ISA names nothing more."""
+    facts = {"model": "Intel Xeon Processor", "family": 6, "model_number": 207, "cores_used": 2,
+             "flags": ["avx512f", "avx2", "fma"]}
+    native = cpu_device_name({**facts, "code_isa": "avx512"})
+    assert native == cpu_device_name(facts) == "Intel Xeon Processor (family 6 model 207, avx512, 2 cores)"
+    assert cpu_device_name({**facts, "code_isa": "avx2"}) == \
+        "Intel Xeon Processor (family 6 model 207, avx512, avx2 code, 2 cores)"
+    assert cpu_device_name({**facts, "code_isa": "generic"}) == native  # an unknown target names nothing
+
+
+def test_the_backend_names_the_isa_its_kernels_were_compiled_for():
+    """A CPU backend in a process whose code generator is held to AVX2 on an AVX-512 machine is
+    named `..., avx512, avx2 code, ...`; in one left native, not."""
+    import llvmlite.binding as ll
+
+    host = ll.get_host_cpu_features().flatten().split(",")
+    if "+avx512f" not in host:
+        pytest.skip("no AVX-512 here: no narrower code to force beside the CPU's own")
+    avx2 = ",".join([f for f in host if not f[1:].startswith(("avx512", "evex512", "avx10"))] +
+                    ["-avx512f", "-avx512vl", "-avx512bw", "-avx512dq", "-avx512cd", "-evex512"])
+    code = "from gpuroof.backends.cpu import CpuBackend; print(CpuBackend().device_info()['name'])"
+    names = {}
+    for label, extra in (("native", {}), ("avx2", {"NUMBA_CPU_FEATURES": avx2})):
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+        proc = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        names[label] = proc.stdout.strip()
+    assert ", avx512, " in names["native"] and " code, " not in names["native"]
+    assert names["avx2"] == names["native"].replace(", avx512, ", ", avx512, avx2 code, ")
 
 
 def test_cpu_backend_threads_set_numba_and_the_blas_and_give_them_back():

@@ -67,6 +67,7 @@ class CpuBackend(Backend):
         self.threads = numba.get_num_threads()
         self.facts = parse_cpuinfo(read(Path("/proc/cpuinfo")) or "")
         self.facts["cores_used"] = min(self.threads, self.facts.get("physical_cores") or self.threads)
+        self.facts["code_isa"] = kernels.SHAPE.isa.name  # what the kernels are compiled for (the device's name)
         if threads is not None:
             self.facts["threads_chosen"] = self.threads
         self.caches = cpu_caches()

@@ -130,6 +130,10 @@ def vector_unit(vendor: str | None, family: int | None, flags: list[str], model:
     return None
 
 
+#: The instruction sets a device's name tells apart (isa_level's and isa.vector_isa's names alike).
+ISA_LADDER = ("avx512", "avx2", "avx", "sse2", "neon")
+
+
 def isa_level(flags: list[str]) -> str:
     """The widest vector instruction set the flags offer: avx512, avx2 (with FMA), avx, sse2, neon."""
     f = set(flags)
@@ -147,7 +151,9 @@ def cpu_device_name(facts: dict) -> str:
     alone would file a Zen 3 and a Zen 5 (or 2 and 8 cores) under one device and mix their runs in
     `bench`, `compare` and the plugin's cache. A thread count chosen with --threads
     (`facts["threads_chosen"]`) that differs from the cores in use (SMT siblings) is named too: 2
-    threads on one core and 1 thread on it are different devices.
+    threads on one core and 1 thread on it are different devices. Code generated for a narrower
+    instruction set than the CPU's (`facts["code_isa"]`: AVX2 forced on an AVX-512 core through
+    NUMBA_CPU_FEATURES) is named too: its roofline is another device's.
     """
     model = facts.get("model") or platform.processor() or "cpu"
     fam = facts.get("family")
@@ -156,7 +162,10 @@ def cpu_device_name(facts: dict) -> str:
     cores = facts.get("cores_used")
     threads = facts.get("threads_chosen")
     smt = f", {threads} threads" if threads and cores and threads != cores else ""
-    return f"{model} ({ident}{isa_level(facts.get('flags', []))}, {cores or '?'} cores{smt})"
+    isa = isa_level(facts.get("flags", []))
+    code = facts.get("code_isa")
+    forced = f", {code} code" if code in ISA_LADDER and isa in ISA_LADDER and code != isa else ""
+    return f"{model} ({ident}{isa}{forced}, {cores or '?'} cores{smt})"
 
 
 def logical_cpus() -> int:
