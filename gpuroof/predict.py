@@ -269,10 +269,12 @@ class Prediction:
                                       source_name=self.profile.device_name, target_name=run.device_name)
             try:
                 atomic_write_csv(stem.with_suffix(".csv"), rows)
-                atomic_write_bytes(stem.with_suffix(".png"), render(drawn, "png"))
+                if drawn is not None:  # no op with a point to draw: no figure
+                    atomic_write_bytes(stem.with_suffix(".png"), render(drawn, "png"))
             except OSError as e:
                 raise UsageError(f"{where}: cannot write {stem.name} ({e.strerror or e})") from None
-            files.append({"csv": stem.with_suffix(".csv"), "figure": stem.with_suffix(".png")})
+            files.append({"csv": stem.with_suffix(".csv"),
+                          "figure": stem.with_suffix(".png") if drawn is not None else None})
         return files
 
     def to_json(self, files: list[dict[str, Path]] | None = None) -> dict:
@@ -286,7 +288,8 @@ class Prediction:
             targets.append({"run_dir": str(run.path), "device": run.device_name, "backend": run.backend,
                             "quality": run.quality.get("ok"), "ceilings": run.ceilings.to_dict(), **whole,
                             "csv": str(files[i]["csv"]) if files else None,
-                            "figure": str(files[i]["figure"]) if files else None, "ops": rows.to_dict("records")})
+                            "figure": str(files[i]["figure"]) if files and files[i]["figure"] else None,
+                            "ops": rows.to_dict("records")})
         return {"profile": str(p.path), "model": p.name, "phase": p.doc["totals"].get("phase"),
                 "model_used": MODEL, "source": src, "targets": targets}
 

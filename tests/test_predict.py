@@ -416,3 +416,12 @@ def test_an_op_without_a_time_loads_and_a_time_that_is_not_a_number_is_refused(t
     bad[2]["bytes"] = "lots"
     with pytest.raises(UsageError, match=r"field ops\[2\]\.bytes='lots': a number or null"):
         load_profile(_write_profile(tmp_path / "bad", _profile_doc(bad)))
+
+
+def test_a_profile_with_nothing_to_draw_gets_its_csv_and_no_figure(tmp_path, capsys):
+    """Every op carried over (no FLOPs, not placed): the prediction still stands, with no figure."""
+    ops = [_op("aten::view #0", 0.0, 0.0, 5e-6, "overhead"), _op("aten::where #1", 1e6, 1e6, None, None)]
+    prof = _write_profile(tmp_path / "prof", _profile_doc(ops))
+    assert cli.main(["predict", str(prof), "--on", str(_write_run(tmp_path / "a")), "--json"]) == 0
+    (t,) = json.loads(capsys.readouterr().out)["targets"]
+    assert t["figure"] is None and Path(t["csv"]).is_file() and not list(prof.glob("predict-*.png"))

@@ -42,18 +42,18 @@ def _roof_lines(ax, roof: Roofline, x_lo: float, x_hi: float, style: dict, units
 
 
 def prediction_figure(source: Roofline, target: Roofline, rows: pd.DataFrame, *, model: str,
-                      source_name: str, target_name: str) -> Drawn:
+                      source_name: str, target_name: str) -> Drawn | None:
     """`rows`: predict.predict_ops's table for one target. Each drawn op is a hollow marker at its
     measured rate on the source (FLOPs / measured time, at its intensity) and a filled one at its
     predicted rate on the target, joined by an arrow; both rooflines' DRAM slope and the compute
-    roofs of the ops' units are drawn, the source's dashed."""
+    roofs of the ops' units are drawn, the source's dashed. None when no op has a point to draw
+    (every op carried over as measured, or without FLOPs or bytes)."""
     import matplotlib as mpl
     from matplotlib.lines import Line2D
 
     ops = _drawn_ops(rows)
     if ops.empty:
-        from gpuroof.errors import UsageError
-        raise UsageError(f"{model}: no predicted op with FLOPs and bytes to draw")
+        return None
     x = ops["flops"] / ops["bytes"]
     y_src = ops["flops"] / ops["measured_time_s"]
     y_tgt = ops["flops"] / ops["predicted_time_s"]
