@@ -85,13 +85,22 @@ def measure(dev: Device, out: Path) -> Path:
     return Path(doc.get("run_dir", run))
 
 
-def profile(spec: str, dev: Device, run: Path, reps: int, out: Path) -> Path:
-    func, _, batch = spec.partition(":")
-    where = out / f"profile-{func}{'-b' + batch if batch else ''}-{dev.label}"
-    print(f"profiling {spec} on {dev.label} -> {where}", file=sys.stderr)
-    _gpuroof("profile", "--model", f"{MODELS}:{func}", *(["--batch", batch] if batch else []), "--device", "cpu",
-             *dev.threads_args, "--ceilings", str(run), "--reps", str(reps), "--out", str(where),
-             "--format", "png", env=dev.env)
+def model_spec(spec: str) -> tuple[str, str, str]:
+    """FUNCTION[:BATCH] of experiments/profile_models.py, or FILE.py:FUNCTION[:BATCH]:
+    (FILE.py:FUNCTION for --model, the batch or '', a short name for the folders)."""
+    path, sep, rest = spec.rpartition(".py:")
+    where, rest = (f"{path}.py", rest) if sep else (str(MODELS), spec)
+    func, _, batch = rest.partition(":")
+    return f"{where}:{func}", batch, func + (f"-b{batch}" if batch else "")
+
+
+def profile(spec: str, dev: Device, run: Path, reps: int, out: Path, backward: bool = False) -> Path:
+    model, batch, name = model_spec(spec)
+    where = out / f"profile-{name}{'-bwd' if backward else ''}-{dev.label}"
+    print(f"profiling {spec}{' forward+backward' if backward else ''} on {dev.label} -> {where}", file=sys.stderr)
+    _gpuroof("profile", "--model", model, *(["--batch", batch] if batch else []), "--device", "cpu",
+             *(["--backward"] if backward else []), *dev.threads_args, "--ceilings", str(run), "--reps", str(reps),
+             "--out", str(where), "--format", "png", env=dev.env)
     return where
 
 
@@ -136,7 +145,9 @@ def main() -> None:
                    help="the two devices: two thread counts (default) or native vs AVX2 code")
     p.add_argument("--threads", default="1,2", help="--pair threads: the two thread counts (default 1,2)")
     p.add_argument("--models", default="gpt2_prefill,mlp:1,mlp:256",
-                   help="FUNCTION[:BATCH] of experiments/profile_models.py, comma-separated")
+                   help="FUNCTION[:BATCH] of experiments/profile_models.py or FILE.py:FUNCTION[:BATCH], "
+                        "comma-separated")
+    p.add_argument("--backward", action="store_true", help="profile forward and backward (gpuroof profile --backward)")
     p.add_argument("--reps", type=int, default=5, help="profiled repetitions per model and device")
     a = p.parse_args()
     out = Path(a.out)
@@ -146,10 +157,10 @@ def main() -> None:
     runs = {d.label: given.get(d.label) or measure(d, out) for d in devs}
     rows = []
     for spec in a.models.split(","):
-        profiles = {d.label: profile(spec, d, runs[d.label], a.reps, out) for d in devs}
+        profiles = {d.label: profile(spec, d, runs[d.label], a.reps, out, a.backward) for d in devs}
         for src, tgt in ((devs[0].label, devs[1].label), (devs[1].label, devs[0].label)):
             r = compare(profiles[src], profiles[tgt], runs[tgt])
-            rows.append({"model": spec, "direction": f"{src} -> {tgt}", **r})
+            rows.append({"model": spec + (" fwd+bwd" if a.backward else ""), "direction": f"{src} -> {tgt}", **r})
     table = pd.DataFrame(rows)
     table.to_csv(out / "predict_cross_device.csv", index=False)
     lines = [("model", "direction", "source", "predicted", "measured", "error", "roofline", "carried",

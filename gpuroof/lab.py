@@ -159,12 +159,15 @@ def flagged(cs: list[Concern]) -> bool:
 # --------------------------------------------------------------------------- the page
 
 
-def _href(run: Run, page_dir: Path) -> str | None:
-    """A link from the page to the run's own report.html, relative so the folder can move; None without one."""
-    target = run.path / "report.html"
-    if not target.exists():
-        return None
+def _relative(target: Path, page_dir: Path) -> str:
+    """A link from the page to `target`, relative so the folder can move."""
     return quote(Path(os.path.relpath(target.resolve(), page_dir.resolve())).as_posix())
+
+
+def _href(run: Run, page_dir: Path) -> str | None:
+    """A link from the page to the run's own report.html; None without one."""
+    target = run.path / "report.html"
+    return _relative(target, page_dir) if target.exists() else None
 
 
 def _run_link(label: str, run: Run, page_dir: Path) -> Markup:
@@ -300,8 +303,7 @@ def models_html(lab: Lab, runs: list[Run], ids: list[str], page_dir: Path) -> st
     body = []
     for i, p in enumerate(profiles):
         mine = m[m["profile"] == i].set_index("run")
-        rel = quote(Path(os.path.relpath((p.path / "profile.json").resolve(), page_dir.resolve())).as_posix())
-        row = [Markup(f'<a href="{esc(rel)}">{esc(p.name)}</a>'),
+        row = [Markup(f'<a href="{esc(_relative(p.path / "profile.json", page_dir))}">{esc(p.name)}</a>'),
                p.doc["totals"].get("phase") or "-", p.device_name, Cell(esc(si(p.profiled_time_s, "s", 3)), "nw")]
         for j in cols:
             if j not in mine.index:
