@@ -583,22 +583,25 @@ def step_build_mixbench(ctx: Context) -> None:
                  "mixbench-cuda", cuda, env, [])  # mixbench links the static CUDA runtime alone
 
 
-def step_build_babelstream(ctx: Context) -> None:
-    src = _peer_tree(ctx, "babelstream")
+def _nvml_build(ctx: Context, peer: str) -> tuple[Path, Path, dict, list]:
+    """A peer that includes nvml.h: its tree, the CUDA toolkit, the build environment and the
+    libraries missing to link; skipped where no nvml.h is found."""
+    src = _peer_tree(ctx, peer)
     cuda = _cuda_or_skip()
     env, missing = _build_env(ctx, cuda)
     if "CPATH" not in env and not _nvml_header(cuda):
         raise StepSkipped(f"nvml.h: not in the CUDA toolkit ({cuda}) nor in {ctx.cfg.peers / 'dev/include'}")
+    return src, cuda, env, missing
+
+
+def step_build_babelstream(ctx: Context) -> None:
+    src, cuda, env, missing = _nvml_build(ctx, "babelstream")
     _cmake_build(ctx, "babelstream", src, ["-DMODEL=cuda", f"-DCUDA_ARCH=sm_{ctx.cfg.arch}"], "cuda-stream",
                  cuda, env, [m for m in missing if "nvidia-ml" in m])
 
 
 def step_build_nvbandwidth(ctx: Context) -> None:
-    src = _peer_tree(ctx, "nvbandwidth")
-    cuda = _cuda_or_skip()
-    env, missing = _build_env(ctx, cuda)
-    if "CPATH" not in env and not _nvml_header(cuda):
-        raise StepSkipped(f"nvml.h: not in the CUDA toolkit ({cuda}) nor in {ctx.cfg.peers / 'dev/include'}")
+    src, cuda, env, missing = _nvml_build(ctx, "nvbandwidth")
     options = [f"-DCMAKE_CUDA_ARCHITECTURES={ctx.cfg.arch}"]
     debs = sorted((ctx.cfg.peers / "boost").glob("*.deb"))
     if debs:
