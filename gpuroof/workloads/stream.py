@@ -65,10 +65,10 @@ def tol(p: StreamParams) -> float:
 
 
 def inputs(p: StreamParams, rng: np.random.Generator) -> dict:
-    """b and c in the dtype's storage form, drawn as float32 and scaled in place: every value of the
-    stream dtypes is a float32, and the arrays are 8x the last-level cache, so each float64 copy or
-    temporary would be gigabytes of pages touched for nothing. The runners copy them as they are;
-    the reference reads its samples as float64."""
+    """b and c in the dtype's storage form, drawn as float32 and scaled in place, then rounded to
+    the dtype (exact for float32 and float64): the arrays are 8x the last-level cache, so each float64
+    copy or temporary would be gigabytes of pages touched for nothing. The runners copy them as they
+    are; the reference reads its samples as float64."""
     out = {}
     for name in ("b", "c"):
         v = rng.random(p.elements, dtype=np.float32)
