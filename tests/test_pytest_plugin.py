@@ -20,7 +20,7 @@ EXAMPLE = '''
 """Performance tests against this device's measured roofline (gpuroof's pytest plugin)."""
 import numpy as np
 
-N = 1 << 24  # 64 MiB per float32 array: far beyond the caches, so DRAM bounds the kernel
+N = 1 << 24  # 64 MiB per float32 array: past most last-level caches (1 FLOP per 12 bytes: memory-bound)
 
 
 def test_vector_add_is_memory_bound_and_near_its_roof(placement):
