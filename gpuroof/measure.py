@@ -191,6 +191,10 @@ def measure(backend_name: str = "auto", device: int = 0, dtypes: list[str] | Non
             "cache_levels": [vars(lv) for lv in cache_levels],
         }
         write_run(run_dir, meta, {})  # a run killed from here on is marked partial
+        if progress:  # said at once, on a terminal or not (the bars below draw only on a terminal)
+            print(f"gpuroof: measuring {info['name']} ({'quick' if quick else 'full'}: {', '.join(chosen)}; "
+                  f"levels {', '.join(wanted)}{'; matrix units' if matrix else ''}) into {run_dir}",
+                  file=sys.stderr, flush=True)
         interval = 0.1 if backend.name == "cpu" else 0.05  # ≥ 10 Hz; lighter on a 2-core CPU
         tables: dict[str, pd.DataFrame] = {}
         activity = Activity()  # what else the machine does while it is measured

@@ -82,6 +82,9 @@ def test_measure_json_sends_its_table_to_stderr(tmp_path):
     doc = one_document(p.stdout)
     assert doc["run_dir"] == str(out) and doc["ceilings"]["compute"]["float32"] > 0
     assert "ceiling" in p.stderr and "results directory:" in p.stderr  # the table and the rule, on stderr
+    # the first line comes at once, though stderr is no terminal (the progress bars draw only on one)
+    assert p.stderr.splitlines()[0] == (f"gpuroof: measuring {doc['device']['name']} (quick: float32; levels dram) "
+                                        f"into {out}"), p.stderr.splitlines()[:2]
     meta = json.loads((out / "run.json").read_text())
     assert meta["versions"]["git_commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
                                                              capture_output=True, text=True).stdout.strip()
